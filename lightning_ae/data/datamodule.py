@@ -1,0 +1,228 @@
+"""`MNISTDataModule`: the official splits plus a stratified validation split, in memory.
+
+A batch is `(input, target, label)`: for a plain autoencoder the input is the target;
+with a corruption the input is corrupted and the target clean; in pairs mode the target
+is a random image of the same class (homework 2.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+
+from lightning_ae.data.corruptions import Corruption, build_corruption
+from lightning_ae.data.datasets import IMAGE_SHAPE, RawDataset, get_spec, load_dataset
+from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData, derive_seed
+from lightning_ae.data.pairs import similarity_pairs
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("flat", "image")
+STAGES = ("train", "val", "test")
+# Seed "purposes", so that the split, the pairs and the fixed noise draw independent streams.
+_SPLIT, _PAIRS, _FIXED_NOISE = 11, 12, 13
+_NOISE_CHUNK = 2000  # images corrupted at once when fixing evaluation noise: bounds peak memory
+
+
+def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        valid = "a positive integer" + (" or null" if allow_none else "")
+        raise ValueError(f"{name}={value!r} is not valid; valid: {valid}.")
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """MNIST (or Fashion-MNIST) for autoencoders, held in memory.
+
+    Args:
+        dataset: "mnist" (bundled) or "fashion_mnist".
+        data_dir: folder holding the IDX files; default: bundled data, see `lightning_ae.data.datasets`.
+        val_size: validation images taken out of the 60,000 training images, stratified by class.
+        layout: "flat" for 784-vectors, "image" for 1x28x28 tensors.
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation, test and predict (does not change any metric).
+        corruption: name of a corruption in `lightning_ae.data.corruptions.CORRUPTIONS`, or null.
+        corruption_args: its parameters, e.g. `{p: 0.5}` for masking.
+        pairs: similarity-pairs mode (homework 2.3).
+        sim: partners per object in pairs mode.
+        pair_objects: objects per split in pairs mode: the first N items of each split
+            (null: all). Partners are drawn among these objects, inside their own split.
+        train_subset: use only the first N images of the training split (quick runs).
+        seed: seeds the validation split, the shuffling, the pairs and the noise.
+        cache_dir: where verified arrays are cached (default: $LIGHTNING_AE_CACHE_DIR or ~/.cache/lightning_ae).
+        download: allow torchvision to download a dataset that is not found locally.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "mnist",
+        data_dir: str | None = None,
+        val_size: int = 5000,
+        layout: str = "flat",
+        batch_size: int = 32,
+        eval_batch_size: int = 1000,
+        corruption: str | None = None,
+        corruption_args: dict[str, Any] | None = None,
+        pairs: bool = False,
+        sim: int = 10,
+        pair_objects: int | None = 2000,
+        train_subset: int | None = None,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        self.spec = get_spec(dataset)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout={layout!r} is not a known layout; valid values: {list(LAYOUTS)}.")
+        if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 < val_size < self.spec.num_train:
+            raise ValueError(
+                f"val_size={val_size!r} is not valid; valid: an integer with 0 < val_size < {self.spec.num_train} "
+                "(the number of training images)."
+            )
+        for name, value, allow_none in (
+            ("batch_size", batch_size, False), ("eval_batch_size", eval_batch_size, False),
+            ("pair_objects", pair_objects, True), ("train_subset", train_subset, True),
+        ):
+            _check_positive_int(name, value, allow_none)
+        if train_subset is not None and train_subset > self.spec.num_train - val_size:
+            raise ValueError(
+                f"train_subset={train_subset} is larger than the training split "
+                f"({self.spec.num_train - val_size} images after val_size={val_size})."
+            )
+        if corruption is None and corruption_args:
+            raise ValueError(f"corruption_args={corruption_args!r} given without a corruption; set corruption too.")
+        self.corruption: Corruption | None = (
+            build_corruption(corruption, corruption_args) if corruption is not None else None
+        )
+        if pairs:
+            _check_positive_int("sim", sim)
+        self.save_hyperparameters()
+        self.dataset, self.data_dir, self.val_size, self.layout = dataset, data_dir, val_size, layout
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.pairs, self.sim, self.pair_objects, self.train_subset = pairs, sim, pair_objects, train_subset
+        self.seed, self.cache_dir, self.download = seed, cache_dir, download
+        self.splits: dict[str, SplitData] = {}
+        self.split_indices: dict[str, Tensor] = {}  # indices into the official train/test arrays
+
+    # Shapes known before any data is loaded, for models whose size follows from the data.
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],) if self.layout == "flat" else (1, *IMAGE_SHAPE)
+
+    @property
+    def input_dim(self) -> int:
+        return IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.spec.classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    def _load(self) -> RawDataset:
+        return load_dataset(self.spec, self.data_dir, self.cache_dir, download=self.download)
+
+    def prepare_data(self) -> None:
+        # Verifies the files and fills the cache once, on one process per node.
+        self._load()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        raw = self._load()
+        log.info("Loaded %s from %s", self.spec.title, raw.source)
+        train_idx, val_idx = train_test_split(
+            torch.arange(self.spec.num_train).numpy(),
+            test_size=self.val_size,
+            stratify=raw.train_labels,
+            random_state=derive_seed(self.seed, _SPLIT) % 2**32,
+        )
+        train_idx, val_idx = torch.from_numpy(train_idx).sort().values, torch.from_numpy(val_idx).sort().values
+        if self.train_subset is not None:
+            train_idx = train_idx[: self.train_subset]
+        self.split_indices = {"train": train_idx, "val": val_idx, "test": torch.arange(len(raw.test_labels))}
+        train_images, train_labels = torch.from_numpy(raw.train_images), torch.from_numpy(raw.train_labels)
+        sources = {
+            "train": (train_images, train_labels, train_idx),
+            "val": (train_images, train_labels, val_idx),
+            "test": (torch.from_numpy(raw.test_images), torch.from_numpy(raw.test_labels), None),
+        }
+        for number, (name, (images, labels, index)) in enumerate(sources.items()):
+            if index is not None:
+                images, labels = images[index], labels[index]
+            self.splits[name] = self._build_split(name, number, images, labels)
+
+    def _build_split(self, name: str, number: int, images_u8: Tensor, labels: Tensor) -> SplitData:
+        # One float32 copy per split, in the layout asked for (the image layout is a view of it).
+        images = (images_u8.reshape(len(images_u8), -1).float() / 255.0).view(-1, *self.input_shape)
+        split = SplitData(images=images, labels=labels.long(), corruption=self.corruption)
+        if self.pairs:
+            count = len(images) if self.pair_objects is None else min(self.pair_objects, len(images))
+            split.images, split.labels = images[:count], split.labels[:count]
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, _PAIRS, number))
+            split.objects, split.partners = similarity_pairs(split.labels, self.sim, generator)
+        if self.corruption is not None and name != "train":
+            split.fixed_inputs = self._fixed_noise(split.images, number)
+        return split
+
+    def _fixed_noise(self, images: Tensor, number: int) -> Tensor:
+        """Evaluation inputs corrupted once, from a seed, so that runs compare on the same noise."""
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, _FIXED_NOISE, number))
+        chunks = [
+            self.corruption(chunk.view(-1, 1, *IMAGE_SHAPE), generator).view_as(chunk)
+            for chunk in images.split(_NOISE_CHUNK)
+        ]
+        return torch.cat(chunks)
+
+    def split(self, stage: str) -> SplitData:
+        """The in-memory data of a split ("train", "val" or "test"), after `setup()`."""
+        if stage not in STAGES:
+            raise ValueError(f"stage={stage!r} is not a split; valid values: {list(STAGES)}.")
+        if not self.splits:
+            raise RuntimeError("MNISTDataModule.setup() has not run yet; call it (the Trainer does) first.")
+        return self.splits[stage]
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, stage: str, batch_size: int, shuffle: bool) -> InMemoryLoader:
+        split = self.split(stage)
+        rank, world_size = self._rank()
+        sampler = EpochBatchSampler(len(split), batch_size, shuffle, self.seed, rank, world_size)
+        return InMemoryLoader(split, sampler)
+
+    def train_dataloader(self) -> InMemoryLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> InMemoryLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> InMemoryLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> InMemoryLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def describe(self) -> str:
+        """One line per split: sizes and what a batch holds."""
+        lines = [f"{self.spec.title} ({self.spec.licence}), layout={self.layout}, seed={self.seed}"]
+        for stage in STAGES:
+            split = self.split(stage)
+            counts = torch.bincount(split.labels, minlength=self.num_classes).tolist()
+            lines.append(f"  {stage:5s}: {len(split):6d} items, images {tuple(split.images.shape)}, per class {counts}")
+        if self.corruption is not None:
+            lines.append(f"  corruption: {self.corruption!r}")
+        if self.pairs:
+            lines.append(f"  pairs: {self.sim} partners per object, objects per split <= {self.pair_objects}")
+        return "\n".join(lines)
+

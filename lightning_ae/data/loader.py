@@ -1,0 +1,129 @@
+"""In-memory batching: a split lives in one tensor and a batch is one index gather.
+
+MNIST fits in memory many times over, so the per-item `__getitem__` and `collate`
+of a `DataLoader` are pure overhead here. `InMemoryLoader` is a plain iterable
+that Lightning accepts as a dataloader: it shuffles with a seeded generator per
+epoch (Lightning calls `loader.sampler.set_epoch`), shards across DDP ranks itself,
+and draws fresh corruption noise for every training batch from a generator seeded by
+(seed, epoch, rank), so an epoch is reproducible and a resumed run sees the same noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_ae.data.corruptions import Corruption
+
+Batch = tuple[Tensor, Tensor, Tensor]
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from several integers (seed, epoch, rank, purpose...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class SplitData:
+    """One split in memory and how to turn index slices into `(input, target, label)` batches.
+
+    - plain: input is target (the same tensor: no copy), the clean image;
+    - corrupted: the input is corrupted, the target clean. `fixed_inputs` holds inputs
+      corrupted once with a fixed seed (validation/test); `corruption` draws fresh noise
+      per batch (training);
+    - pairs: item i is the pair (objects[i], partners[i]): the input is the object image,
+      the target its same-class partner, the label the object's class.
+    """
+
+    images: Tensor
+    labels: Tensor
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    corruption: Corruption | None = None
+    fixed_inputs: Tensor | None = None
+    objects: Tensor | None = None
+    partners: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.objects) if self.objects is not None else len(self.images)
+
+    def batch(self, index: Tensor, generator: torch.Generator | None = None) -> Batch:
+        items = self.objects[index] if self.objects is not None else index
+        clean = self.images[items]
+        target = self.images[self.partners[index]] if self.partners is not None else clean
+        if self.fixed_inputs is not None:
+            inputs = self.fixed_inputs[items]
+        elif self.corruption is not None:
+            inputs = self.corruption(clean.view(-1, *self.image_shape), generator).view_as(clean)
+        else:
+            inputs = clean
+        return inputs, target, self.labels[items]
+
+
+class EpochBatchSampler:
+    """Index batches for one rank, reshuffled per epoch from (seed, epoch).
+
+    Training (`shuffle=True`): every rank draws the same permutation, padded by wrapping
+    around to a multiple of the world size (as `DistributedSampler` does, so that every
+    rank runs the same number of steps), and takes every `world_size`-th item from its
+    rank on. Evaluation (`shuffle=False`): contiguous shards in order, never padded, so no
+    item is counted twice.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if size <= 0:
+            raise ValueError(f"cannot batch an empty split (size={size}).")
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard(self) -> Tensor:
+        """The item indices this rank sees this epoch, in order."""
+        if not self.shuffle:
+            bounds = [self.size * r // self.world_size for r in range(self.world_size + 1)]
+            return torch.arange(bounds[self.rank], bounds[self.rank + 1])
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        order = torch.randperm(self.size, generator=generator)
+        padded = math.ceil(self.size / self.world_size) * self.world_size
+        if padded > self.size:
+            order = torch.cat([order, order[: padded - self.size]])
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self.shard().split(self.batch_size))
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            items = math.ceil(self.size / self.world_size)
+        else:
+            items = self.size * (self.rank + 1) // self.world_size - self.size * self.rank // self.world_size
+        return math.ceil(items / self.batch_size)
+
+
+class InMemoryLoader:
+    """An iterable of `(input, target, label)` batches over a `SplitData`."""
+
+    def __init__(self, split: SplitData, sampler: EpochBatchSampler) -> None:
+        self.split = split
+        self.sampler = sampler  # the name Lightning looks for when it calls set_epoch
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        sampler = self.sampler
+        noise = None
+        if self.split.corruption is not None and self.split.fixed_inputs is None:
+            # Fresh noise for every batch, reproducible per (seed, epoch, rank).
+            noise = torch.Generator().manual_seed(derive_seed(sampler.seed, sampler.epoch, sampler.rank, 1))
+        for index in sampler:
+            yield self.split.batch(index, noise)
