@@ -115,6 +115,7 @@ class InMemoryLoader:
     def __init__(self, split: SplitData, sampler: EpochBatchSampler) -> None:
         self.split = split
         self.sampler = sampler  # the name Lightning looks for when it calls set_epoch
+        self.batch_sampler = None  # Lightning inspects it; batching is the sampler's job here
 
     def __len__(self) -> int:
         return len(self.sampler)

@@ -1,0 +1,185 @@
+"""MNISTDataModule: splits, layouts, batches, noise, pairs, sharding and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import OFFICIAL_TRAIN_COUNTS
+
+from lightning_ae.data import MNISTDataModule
+from lightning_ae.data.loader import EpochBatchSampler
+
+
+def make(**kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(**kwargs)
+    dm.setup()
+    return dm
+
+
+def test_split_sizes_and_disjointness(datamodule):
+    idx = datamodule.split_indices
+    assert [len(datamodule.split(s)) for s in ("train", "val", "test")] == [55000, 5000, 10000]
+    train, val = set(idx["train"].tolist()), set(idx["val"].tolist())
+    assert not train & val and len(train | val) == 60000  # val comes out of the official train set
+    # The test split is the official test set, untouched.
+    assert torch.equal(idx["test"], torch.arange(10000))
+
+
+def test_split_contents_are_the_official_arrays(datamodule, mnist):
+    for stage, source in (("train", mnist.train_images), ("val", mnist.train_images)):
+        index = datamodule.split_indices[stage].numpy()
+        expected = torch.from_numpy(source[index].reshape(len(index), -1).astype(np.float32) / 255)
+        assert torch.equal(datamodule.split(stage).images, expected)
+        assert torch.equal(datamodule.split(stage).labels, torch.from_numpy(mnist.train_labels[index]))
+    assert torch.equal(datamodule.split("test").labels, torch.from_numpy(mnist.test_labels))
+
+
+def test_validation_is_stratified_within_one_of_each_class_share(datamodule):
+    counts = torch.bincount(datamodule.split("val").labels, minlength=10).tolist()
+    for count, total in zip(counts, OFFICIAL_TRAIN_COUNTS):
+        assert abs(count - 5000 * total / 60000) <= 1
+
+
+def test_pixels_are_float32_in_unit_interval_and_layouts_agree(datamodule):
+    flat = datamodule.split("train").images
+    assert flat.dtype == torch.float32 and flat.shape == (55000, 784)
+    assert flat.min() == 0 and flat.max() == 1
+    image = make(layout="image", train_subset=100).split("train").images
+    assert image.shape == (100, 1, 28, 28)
+    assert torch.equal(image.reshape(100, -1), flat[:100])
+    inputs, target, labels = next(iter(make(layout="image", train_subset=100).test_dataloader()))
+    assert inputs.shape == (1000, 1, 28, 28) and labels.dtype == torch.int64
+
+
+def test_same_seed_same_splits_and_batches_other_seed_differs(datamodule):
+    again = make()
+    assert torch.equal(again.split_indices["val"], datamodule.split_indices["val"])
+    first, second = next(iter(datamodule.train_dataloader())), next(iter(again.train_dataloader()))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    other = make(seed=1, train_subset=10)
+    assert not torch.equal(other.split_indices["val"], datamodule.split_indices["val"])
+
+
+def test_plain_batches_have_input_is_target_and_cover_the_epoch(datamodule):
+    loader = datamodule.train_dataloader()
+    seen = []
+    for inputs, target, labels in loader:
+        assert inputs is target
+        seen.append(labels)
+    assert len(loader) == 1719 and sum(map(len, seen)) == 55000
+    assert torch.bincount(torch.cat(seen)).tolist() == torch.bincount(datamodule.split("train").labels).tolist()
+
+
+def test_shuffle_changes_with_the_epoch_and_is_reproducible(datamodule):
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(0)
+    epoch0 = loader.sampler.shard()
+    loader.sampler.set_epoch(1)
+    epoch1 = loader.sampler.shard()
+    assert not torch.equal(epoch0, epoch1) and torch.equal(epoch0.sort().values, epoch1.sort().values)
+    loader.sampler.set_epoch(0)
+    assert torch.equal(loader.sampler.shard(), epoch0)
+
+
+def test_training_noise_is_fresh_per_batch_and_epoch_but_evaluation_noise_is_fixed():
+    dm = make(corruption="masking", corruption_args={"p": 0.5}, train_subset=64, batch_size=32)
+    loader = dm.train_dataloader()
+    for sampler_epoch in (0, 0):  # the same epoch twice: the same noise (reproducible)
+        loader.sampler.set_epoch(sampler_epoch)
+    batches0 = list(loader)
+    assert torch.equal(batches0[0][0], list(loader)[0][0])
+    loader.sampler.set_epoch(1)
+    batches1 = list(loader)
+    # Masks differ between the two batches of an epoch and for the same image across epochs.
+    mask = lambda batch: batch[0] > 0  # noqa: E731
+    assert not torch.equal(mask(batches0[0])[:32], mask(batches0[1])[:32])
+    order0, order1 = (torch.cat([b[2] for b in bs]) for bs in (batches0, batches1))
+    assert order0.shape == order1.shape
+    image_id = dm.split("train").images[0]
+    per_epoch = []
+    for batches in (batches0, batches1):
+        for inputs, target, _ in batches:
+            row = (target == image_id).all(dim=1).nonzero()
+            if len(row):
+                per_epoch.append(inputs[row[0, 0]])
+    assert len(per_epoch) == 2 and not torch.equal(per_epoch[0], per_epoch[1])
+    # Validation: fixed, equal across iterations and across DataModules with the same seed.
+    val_a = next(iter(dm.val_dataloader()))[0]
+    assert torch.equal(val_a, next(iter(dm.val_dataloader()))[0])
+    twin = make(corruption="masking", corruption_args={"p": 0.5}, train_subset=64)
+    assert torch.equal(val_a, next(iter(twin.val_dataloader()))[0])
+    inputs, target, _ = next(iter(dm.val_dataloader()))
+    assert not torch.equal(inputs, target) and torch.all(inputs <= target)
+
+
+def test_pairs_mode_targets_are_same_class_partners_within_the_split():
+    dm = make(pairs=True, sim=10, pair_objects=2000, layout="image")
+    for stage in ("train", "val", "test"):
+        split = dm.split(stage)
+        assert len(split) == 20000 and len(split.images) == 2000
+        assert torch.equal(split.labels[split.objects], split.labels[split.partners])
+        assert torch.equal(split.objects, torch.arange(2000).repeat_interleave(10))
+        assert split.partners.max() < 2000  # partners come from the same split's objects
+    inputs, target, labels = next(iter(dm.train_dataloader()))
+    assert inputs.shape == target.shape == (32, 1, 28, 28)
+    # Every target is an image of the label's class: find it among the split's images.
+    split = dm.split("train")
+    flat = split.images.view(2000, -1)
+    for t, label in zip(target.view(32, -1), labels):
+        matches = (flat == t).all(dim=1).nonzero().flatten()
+        assert (split.labels[matches] == label).any()
+
+
+def test_pairs_are_built_inside_each_split_never_across():
+    dm = make(pairs=True, pair_objects=500)
+    train_ids = set(dm.split_indices["train"][:500].tolist())
+    val_ids = set(dm.split_indices["val"][:500].tolist())
+    assert not train_ids & val_ids
+    val = dm.split("val")
+    official_val = torch.from_numpy(np.asarray(make(train_subset=1).split("val").images[:500]))
+    assert torch.equal(val.images, official_val)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_training_shards_partition_the_epoch_and_evaluation_shards_never_pad(world_size):
+    size = 1001
+    train = [EpochBatchSampler(size, 32, True, seed=0, rank=r, world_size=world_size) for r in range(world_size)]
+    shards = [s.shard() for s in train]
+    assert len({len(s) for s in shards}) == 1 and len({len(s) for s in train}) == 1  # same steps on every rank
+    union = torch.cat(shards)
+    assert set(union.tolist()) == set(range(size))
+    assert len(union) - size == (-size) % world_size  # only the wrap-around padding repeats
+    evaluation = [EpochBatchSampler(size, 100, False, seed=0, rank=r, world_size=world_size) for r in range(world_size)]
+    items = torch.cat([s.shard() for s in evaluation])
+    assert torch.equal(items, torch.arange(size))  # every item exactly once
+    assert sum(len(list(iter(s))) for s in evaluation) == sum(len(s) for s in evaluation)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"dataset": "emnist"}, r"dataset='emnist' is not a known dataset; valid values: \['fashion_mnist', 'mnist'\]"),
+        ({"corruption": "blur"}, r"corruption='blur' is not a known corruption; valid values"),
+        ({"val_size": 0}, r"val_size=0 is not valid; valid: an integer with 0 < val_size < 60000"),
+        ({"val_size": -5}, r"val_size=-5"),
+        ({"val_size": 60000}, r"val_size=60000 is not valid"),
+        ({"val_size": 1.5}, r"val_size=1.5"),
+        ({"corruption": "masking", "corruption_args": {"p": 0}}, r"masking: p=0 is out of range; valid: 0 < p <= 1"),
+        ({"corruption": "masking", "corruption_args": {"p": 1.01}}, r"p=1.01"),
+        ({"corruption": "gaussian", "corruption_args": {"sigma": -1}}, r"gaussian: sigma=-1 is out of range"),
+        ({"layout": "nchw"}, r"layout='nchw' is not a known layout; valid values: \['flat', 'image'\]"),
+        ({"batch_size": 0}, r"batch_size=0 is not valid; valid: a positive integer"),
+        ({"pairs": True, "sim": 0}, r"sim=0 is not valid; valid: a positive integer"),
+        ({"train_subset": 56000}, r"train_subset=56000 is larger than the training split \(55000 images"),
+        ({"corruption_args": {"p": 0.5}}, r"corruption_args=\{'p': 0.5\} given without a corruption"),
+    ],
+)
+def test_bad_configuration_is_a_value_error_naming_parameter_value_and_valid_range(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        MNISTDataModule(**kwargs)
+
+
+def test_using_a_split_before_setup_says_what_to_do():
+    with pytest.raises(RuntimeError, match=r"setup\(\) has not run"):
+        MNISTDataModule().split("train")
