@@ -24,11 +24,16 @@ def data_check(argv: list[str]) -> int:
     datamodule.prepare_data()
     datamodule.setup()
     print(datamodule.describe())
-    for stage, loader in (("train", datamodule.train_dataloader()), ("val", datamodule.val_dataloader()),
-                          ("test", datamodule.test_dataloader())):
+    for stage, loader in (
+        ("train", datamodule.train_dataloader()),
+        ("val", datamodule.val_dataloader()),
+        ("test", datamodule.test_dataloader()),
+    ):
         inputs, targets, labels = next(iter(loader))
-        print(f"  first {stage} batch: input {tuple(inputs.shape)} in [{inputs.min():.2f}, {inputs.max():.2f}], "
-              f"target {tuple(targets.shape)}, labels {tuple(labels.shape)}; {len(loader)} batches")
+        print(
+            f"  first {stage} batch: input {tuple(inputs.shape)} in [{inputs.min():.2f}, {inputs.max():.2f}], "
+            f"target {tuple(targets.shape)}, labels {tuple(labels.shape)}; {len(loader)} batches"
+        )
     return 0
 
 

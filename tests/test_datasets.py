@@ -88,7 +88,9 @@ def test_unknown_dataset_name():
         load_dataset("cifar10")
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason=f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FASHION} absent)")
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(), reason=f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FASHION} absent)"
+)
 def test_fashion_mnist_from_debian_package():
     data = load_dataset("fashion_mnist", download=False)
     assert data.source == DEBIAN_FASHION
@@ -101,16 +103,24 @@ def test_fashion_mnist_from_debian_package():
 @pytest.mark.slow
 def test_installed_wheel_carries_the_data_and_finds_it_elsewhere(tmp_path):
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheel_dir), str(REPO)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheel_dir), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheel_dir.glob("lightning_ae-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for file in MNIST.files:
         assert f"lightning_ae/_data/mnist/{file.name}.gz" in names
     zipfile.ZipFile(wheel).extractall(target)
     env = {**os.environ, "PYTHONPATH": str(target)}
-    code = "import lightning_ae, sys; from lightning_ae.data import load_dataset; print(lightning_ae.__file__); print(load_dataset().source)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    code = (
+        "import lightning_ae; from lightning_ae.data import load_dataset; "
+        "print(lightning_ae.__file__); print(load_dataset().source)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     module_file, source = out.stdout.split()
     assert module_file.startswith(str(target))
     assert Path(source) == target / "lightning_ae" / "_data" / "mnist"

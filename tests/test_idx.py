@@ -84,7 +84,9 @@ def test_header_shape_must_match_the_expected_shape(label_bytes):
 
 
 def test_big_endian_types_decode_to_native_values():
-    raw = b"\x00\x00\x0c\x01" + (3).to_bytes(4, "big") + b"".join(v.to_bytes(4, "big", signed=True) for v in (1, -2, 300))
+    raw = (
+        b"\x00\x00\x0c\x01" + (3).to_bytes(4, "big") + b"".join(v.to_bytes(4, "big", signed=True) for v in (1, -2, 300))
+    )
     np.testing.assert_array_equal(parse_idx(raw, Path("ints")), [1, -2, 300])
 
 

@@ -1,6 +1,15 @@
 """Data: bundled MNIST (and Fashion-MNIST) read from IDX files, verified, in memory."""
 
-from lightning_ae.data.corruptions import CORRUPTIONS, Block, Corruption, Gaussian, Masking, SaltAndPepper, Strokes, build_corruption
+from lightning_ae.data.corruptions import (
+    CORRUPTIONS,
+    Block,
+    Corruption,
+    Gaussian,
+    Masking,
+    SaltAndPepper,
+    Strokes,
+    build_corruption,
+)
 from lightning_ae.data.datamodule import MNISTDataModule
 from lightning_ae.data.datasets import DATASETS, DatasetNotFoundError, DatasetSpec, load_dataset
 from lightning_ae.data.idx import DataFileError

@@ -59,8 +59,9 @@ class Masking(Corruption):
     name = "masking"
 
     def __init__(self, p: float = 0.5) -> None:
-        self.p = _check_range("masking", "p", p, 0.0, 1.0, low_open=True,
-                              valid="0 < p <= 1, the probability that a pixel is kept")
+        self.p = _check_range(
+            "masking", "p", p, 0.0, 1.0, low_open=True, valid="0 < p <= 1, the probability that a pixel is kept"
+        )
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         keep = torch.rand(images.shape, generator=generator, device=images.device) < self.p
@@ -128,8 +129,9 @@ class Strokes(Corruption):
     def __init__(self, count: int = 2, width: float = 2.0, min_length: float = 8.0) -> None:
         self.count = _check_int("strokes", "count", count, 1, 20)
         self.width = _check_range("strokes", "width", width, 0.0, 28.0, low_open=True, valid="0 < width <= 28")
-        self.min_length = _check_range("strokes", "min_length", min_length, 0.0, 28.0, low_open=False,
-                                       valid="0 <= min_length <= 28")
+        self.min_length = _check_range(
+            "strokes", "min_length", min_length, 0.0, 28.0, low_open=False, valid="0 <= min_length <= 28"
+        )
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         n, _, height, width = images.shape
@@ -156,9 +158,7 @@ class Strokes(Corruption):
         return torch.where(ink, torch.ones((), dtype=images.dtype, device=device), images)
 
 
-CORRUPTIONS: dict[str, type[Corruption]] = {
-    cls.name: cls for cls in (Masking, Gaussian, SaltAndPepper, Block, Strokes)
-}
+CORRUPTIONS: dict[str, type[Corruption]] = {cls.name: cls for cls in (Masking, Gaussian, SaltAndPepper, Block, Strokes)}
 
 
 def build_corruption(name: str, params: dict[str, Any] | None = None) -> Corruption:

@@ -87,8 +87,10 @@ class MNISTDataModule(pl.LightningDataModule):
                 "(the number of training images)."
             )
         for name, value, allow_none in (
-            ("batch_size", batch_size, False), ("eval_batch_size", eval_batch_size, False),
-            ("pair_objects", pair_objects, True), ("train_subset", train_subset, True),
+            ("batch_size", batch_size, False),
+            ("eval_batch_size", eval_batch_size, False),
+            ("pair_objects", pair_objects, True),
+            ("train_subset", train_subset, True),
         ):
             _check_positive_int(name, value, allow_none)
         if train_subset is not None and train_subset > self.spec.num_train - val_size:
@@ -225,4 +227,3 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.pairs:
             lines.append(f"  pairs: {self.sim} partners per object, objects per split <= {self.pair_objects}")
         return "\n".join(lines)
-

@@ -190,14 +190,21 @@ def locate(
         "or the environment variable LIGHTNING_AE_DATA_DIR)",
     ]
     if spec.system_dirs:
-        ways.append(f"install Debian's package (`apt-get install dataset-{spec.name.replace('_', '-')}`), "
-                    f"which puts them in {spec.system_dirs[0]}")
+        ways.append(
+            f"install Debian's package (`apt-get install dataset-{spec.name.replace('_', '-')}`), "
+            f"which puts them in {spec.system_dirs[0]}"
+        )
     if spec.torchvision_class:
-        ways.append(f"run once with network access so that torchvision.datasets.{spec.torchvision_class} downloads them")
+        ways.append(
+            f"run once with network access so that torchvision.datasets.{spec.torchvision_class} downloads them"
+        )
     files = ", ".join(f"{file.name}[.gz]" for file in spec.files)
     raise DatasetNotFoundError(
-        f"Cannot find the {spec.title} files ({files}). Looked in:\n" + "\n".join(tried)
-        + "\nTo fix it, " + "; or ".join(ways) + "."
+        f"Cannot find the {spec.title} files ({files}). Looked in:\n"
+        + "\n".join(tried)
+        + "\nTo fix it, "
+        + "; or ".join(ways)
+        + "."
     )
 
 
@@ -214,7 +221,7 @@ def load_dataset(
     folder = locate(spec, data_dir, download=download, cache_dir=cache)
     arrays = [load_verified(_file_in(folder, file), file, cache if use_cache else None) for file in spec.files]
     train_images, train_labels, test_images, test_labels = arrays
-    for images, labels, split in ((train_images, train_labels, "train"), (test_images, test_labels, "test")):
+    for labels, split in ((train_labels, "train"), (test_labels, "test")):
         if labels.max() >= len(spec.classes):
             raise DataFileError(f"{folder}: {split} labels go up to {labels.max()}, expected < {len(spec.classes)}.")
     return RawDataset(

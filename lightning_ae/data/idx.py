@@ -56,8 +56,7 @@ def read_file_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise DataFileError(
-            f"{path}: the gzip stream is truncated or corrupted ({err}). "
-            "Replace the file with an intact copy."
+            f"{path}: the gzip stream is truncated or corrupted ({err}). Replace the file with an intact copy."
         ) from err
     except OSError as err:
         raise DataFileError(f"{path}: cannot be read ({err}).") from err
@@ -75,7 +74,9 @@ def parse_idx(raw: bytes, path: Path, expected_shape: tuple[int, ...] | None = N
         )
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
-        raise DataFileError(f"{path}: expected a {header_len}-byte header for {ndim} dimensions, found {len(raw)} bytes.")
+        raise DataFileError(
+            f"{path}: expected a {header_len}-byte header for {ndim} dimensions, found {len(raw)} bytes."
+        )
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if expected_shape is not None and shape != tuple(expected_shape):
         raise DataFileError(f"{path}: expected an IDX array of shape {tuple(expected_shape)}, the header says {shape}.")
@@ -159,5 +160,7 @@ def load_verified(source: Path, expected: IdxFile, cache_dir: Path | None) -> np
     try:
         _write_atomically(array, cached)
     except OSError as err:  # a read-only cache costs speed, never correctness
-        log.warning("Cannot write the data cache %s (%s); set LIGHTNING_AE_CACHE_DIR to a writable folder.", cached, err)
+        log.warning(
+            "Cannot write the data cache %s (%s); set LIGHTNING_AE_CACHE_DIR to a writable folder.", cached, err
+        )
     return array

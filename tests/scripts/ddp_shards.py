@@ -46,7 +46,14 @@ class ShardProbe(pl.LightningModule):
 if __name__ == "__main__":
     datamodule = MNISTDataModule(train_subset=2000, batch_size=100, eval_batch_size=700)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     trainer.fit(ShardProbe(), datamodule=datamodule)
