@@ -21,8 +21,8 @@ install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev t
 test: $(STAMP) ## Run the test suite on the bundled MNIST (a few minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
-train: $(STAMP) ## Run the main job (for now: load, verify and describe the data; models come next)
-	$(BIN)/lightning-ae data --dataset mnist
+train: $(STAMP) ## Train the basic AE (configs/basic_ae.yaml), then test it; logs in lightning_logs/
+	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml
 
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check lightning_ae tests benchmarks

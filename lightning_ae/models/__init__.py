@@ -1,0 +1,7 @@
+"""Models: LightningModules with `encode`, `decode` and `forward`. Nothing here imports callbacks or the CLI."""
+
+from lightning_ae.models.autoencoder import Autoencoder
+from lightning_ae.models.base import AutoencoderBase
+from lightning_ae.models.conv import ConvAutoencoder
+
+__all__ = ["Autoencoder", "AutoencoderBase", "ConvAutoencoder"]

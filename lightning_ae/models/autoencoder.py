@@ -1,0 +1,71 @@
+"""The MLP autoencoder: the homework's basic AE (one hidden layer, the code) and its deep AE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from lightning_ae.models.base import AutoencoderBase, OptimizerFactory, sgd_lr1
+from lightning_ae.models.layers import activation as make_activation
+from lightning_ae.models.layers import check_code_dim
+
+
+class Autoencoder(AutoencoderBase):
+    """784 -> hidden_dims -> code_dim -> reversed(hidden_dims) -> 784, sigmoid output.
+
+    `hidden_dims: []` is the homework's basic AE (the only hidden layer is the code);
+    `hidden_dims: [1000, 500, 250]` its deep AE. The homework's deep-AE sample code feeds
+    `decoded3` from `encoded3`, which skips the code layer; this builds the intended
+    symmetric network, whose decoder starts from the code.
+
+    Args:
+        code_dim: d', the size of the code.
+        hidden_dims: encoder layer sizes before the code (the decoder mirrors them).
+        activation: of the encoder's hidden layers.
+        code_activation: of the code layer.
+        decoder_activation: of the decoder's hidden layers.
+        loss: "bce" or "mse", against the target in [0, 1].
+        input_shape: linked from the data by the CLI; flat or image inputs both work.
+    """
+
+    def __init__(
+        self,
+        code_dim: int = 32,
+        hidden_dims: list[int] | None = None,
+        activation: str = "sigmoid",
+        code_activation: str | None = None,
+        decoder_activation: str | None = None,
+        loss: str = "bce",
+        optimizer: OptimizerFactory = sgd_lr1,
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+        input_shape: tuple[int, ...] = (784,),
+    ) -> None:
+        super().__init__(input_shape, check_code_dim(code_dim), loss, optimizer, scheduler)
+        hidden_dims = list(hidden_dims or [])
+        for size in hidden_dims:
+            check_code_dim(size, "hidden_dims")
+        code_activation = code_activation or activation
+        decoder_activation = decoder_activation or activation
+        for parameter, name in (
+            ("activation", activation),
+            ("code_activation", code_activation),
+            ("decoder_activation", decoder_activation),
+        ):
+            make_activation(name, parameter)  # fail on the parameter the user wrote, before building
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+
+        sizes = [self.input_dim, *hidden_dims]
+        encoder: list[nn.Module] = [nn.Flatten()]
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            encoder += [nn.Linear(n_in, n_out), make_activation(activation, "activation")]
+        encoder += [nn.Linear(sizes[-1], code_dim), make_activation(code_activation, "code_activation")]
+        self.encoder = nn.Sequential(*encoder)
+
+        back = [code_dim, *reversed(hidden_dims)]
+        decoder: list[nn.Module] = []
+        for n_in, n_out in zip(back[:-1], back[1:], strict=True):
+            decoder += [nn.Linear(n_in, n_out), make_activation(decoder_activation, "decoder_activation")]
+        decoder.append(nn.Linear(back[-1], self.input_dim))  # logits; the sigmoid is applied in decode()
+        self.decoder = nn.Sequential(*decoder)

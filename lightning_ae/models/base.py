@@ -1,0 +1,109 @@
+"""What every autoencoder shares: the reconstruction loss, the steps and what they log.
+
+A subclass builds `encoder` and `decoder` (the decoder ends in logits, before the
+output sigmoid) and sets `code_dim`. Evaluation beyond the loss (kNN, PCA, pictures)
+lives in callbacks, which only need `encode`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_ae.models.layers import check_loss
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def sgd_lr1(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The homework's optimizer for the basic AE: plain SGD with learning rate 1.0."""
+    return torch.optim.SGD(params, lr=1.0)
+
+
+class AutoencoderBase(pl.LightningModule):
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        code_dim: int,
+        loss: str,
+        optimizer: OptimizerFactory,
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.input_dim = math.prod(self.input_shape)
+        self.code_dim = code_dim
+        self.loss_name = check_loss(loss)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The code of each input, shape (N, code_dim)."""
+        return self.encoder(x)
+
+    def decode_logits(self, code: Tensor) -> Tensor:
+        return self.decoder(code).view(-1, *self.input_shape)
+
+    def decode(self, code: Tensor) -> Tensor:
+        """Reconstructions in [0, 1], shaped like the inputs."""
+        return torch.sigmoid(self.decode_logits(code))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def reconstruction_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        # BCE from logits: the same value as BCE on the sigmoid output, without its log(0) problems.
+        if self.loss_name == "bce":
+            return F.binary_cross_entropy_with_logits(logits, target)
+        return F.mse_loss(torch.sigmoid(logits), target)
+
+    def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+        inputs, target, _ = batch
+        loss = self.reconstruction_loss(self.decode_logits(self.encode(inputs)), target)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(inputs))
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        inputs, target, _ = batch
+        logits = self.decode_logits(self.encode(inputs))
+        recon = torch.sigmoid(logits)
+        n = len(inputs)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").view(n, -1)
+        mse = (recon - target).pow(2).view(n, -1)
+        # "per_pixel": mean over pixels and images; "per_image": summed over the 784 pixels, mean over images.
+        metrics = {
+            "test/bce_per_pixel": bce.mean(),
+            "test/bce_per_image": bce.sum(dim=1).mean(),
+            "test/mse_per_pixel": mse.mean(),
+            "test/mse_per_image": mse.sum(dim=1).mean(),
+        }
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(
+            {
+                "test/code_dim": float(self.code_dim),
+                "test/compression_ratio": self.input_dim / self.code_dim,
+                "test/size_saved_percent": 100.0 * (1 - self.code_dim / self.input_dim),
+            }
+        )
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

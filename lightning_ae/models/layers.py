@@ -1,0 +1,32 @@
+"""Small building blocks shared by the models: named activations and losses."""
+
+from __future__ import annotations
+
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "linear": nn.Identity,
+}
+LOSSES = ("bce", "mse")
+
+
+def activation(name: str, parameter: str = "activation") -> nn.Module:
+    """The activation module called `name`; a ValueError names the parameter otherwise."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{parameter}={name!r} is not a known activation; valid values: {sorted(ACTIVATIONS)}.")
+    return ACTIVATIONS[name]()
+
+
+def check_loss(name: str) -> str:
+    if name not in LOSSES:
+        raise ValueError(f"loss={name!r} is not a known loss; valid values: {list(LOSSES)}.")
+    return name
+
+
+def check_code_dim(code_dim: int, parameter: str = "code_dim") -> int:
+    if isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim <= 0:
+        raise ValueError(f"{parameter}={code_dim!r} is not valid; valid: a positive integer (the code dimension d').")
+    return code_dim
