@@ -7,16 +7,21 @@ lightning-ae data [--dataset mnist] [--layout image]
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
+from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from lightning_ae.callbacks import ResultsJSON
 from lightning_ae.data import DATASETS, MNISTDataModule
 from lightning_ae.data.datamodule import LAYOUTS
 from lightning_ae.models import AutoencoderBase
 
 DEFAULT_LOG_DIR = "lightning_logs"
+TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
+AUTO_NAME = "auto"
 
 
 def run_name(model_config) -> str:
@@ -40,17 +45,45 @@ class AutoencoderCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model's input shape follows from the data's layout.
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+        # TensorBoard under lightning_logs/<run name>/version_N; --trainer.logger.init_args.save_dir moves the root.
+        parser.set_defaults(
+            {
+                "trainer.logger": {
+                    "class_path": TENSORBOARD,
+                    "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": AUTO_NAME},
+                }
+            }
+        )
         parser.add_argument(
             "--test_after_fit", type=bool, default=True, help="after fit, run test on the best checkpoint (by val/loss)"
         )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.trainer.logger in (None, True):
-            config.trainer.logger = {
-                "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": run_name(config.model)},
-            }
+        logger = config.trainer.logger
+        if logger in (None, True):
+            logger = config.trainer.logger = Namespace(
+                class_path=TENSORBOARD, init_args=Namespace(save_dir=DEFAULT_LOG_DIR)
+            )
+        # A TensorBoard run without a name gets one that says what it is.
+        is_tensorboard = isinstance(logger, Namespace) and logger.get("class_path") == TENSORBOARD
+        if is_tensorboard and logger.init_args.get("name") in (None, "", AUTO_NAME):
+            logger.init_args.name = run_name(config.model)
+
+    def before_fit(self) -> None:
+        self._give_results_the_config()
+
+    def before_test(self) -> None:
+        self._give_results_the_config()
+
+    def _give_results_the_config(self) -> None:
+        # results.json records the resolved config of the run, as the CLI parsed it.
+        config = self.config[self.subcommand].clone()
+        config.pop("config", None)
+        resolved = json.loads(self._parser(self.subcommand).dump(config, format="json", skip_check=True))
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ResultsJSON):
+                callback.config = resolved
 
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
@@ -66,15 +99,16 @@ def lightning_cli(args: list[str]) -> AutoencoderCLI:
         subclass_mode_model=True,
         args=args,
         trainer_defaults={
-            # Best by validation loss, and last (for resuming).
+            # Best by validation loss, and last (for resuming); results.json for every run.
             "callbacks": [
+                ResultsJSON(),
                 ModelCheckpoint(
                     monitor="val/loss",
                     mode="min",
                     save_last=True,
                     filename="best-epoch{epoch}",
                     auto_insert_metric_name=False,
-                )
+                ),
             ],
         },
         save_config_kwargs={"overwrite": True},

@@ -115,7 +115,7 @@ def test_pairs_mode_targets_are_same_class_partners_within_the_split():
     dm = make(pairs=True, sim=10, pair_objects=2000, layout="image")
     for stage in ("train", "val", "test"):
         split = dm.split(stage)
-        assert len(split) == 20000 and len(split.images) == 2000
+        assert len(split) == 20000 and len(split.images) == {"train": 55000, "val": 5000, "test": 10000}[stage]
         assert torch.equal(split.labels[split.objects], split.labels[split.partners])
         assert torch.equal(split.objects, torch.arange(2000).repeat_interleave(10))
         assert split.partners.max() < 2000  # partners come from the same split's objects
@@ -123,7 +123,7 @@ def test_pairs_mode_targets_are_same_class_partners_within_the_split():
     assert inputs.shape == target.shape == (32, 1, 28, 28)
     # Every target is an image of the label's class: find it among the split's images.
     split = dm.split("train")
-    flat = split.images.view(2000, -1)
+    flat = split.images[:2000].view(2000, -1)
     for t, label in zip(target.view(32, -1), labels, strict=True):
         matches = (flat == t).all(dim=1).nonzero().flatten()
         assert (split.labels[matches] == label).any()
@@ -134,8 +134,9 @@ def test_pairs_are_built_inside_each_split_never_across():
     train_ids = set(dm.split_indices["train"][:500].tolist())
     val_ids = set(dm.split_indices["val"][:500].tolist())
     assert not train_ids & val_ids
-    # The val objects are the first 500 images of the val split itself.
-    assert torch.equal(dm.split("val").images, make(train_subset=1).split("val").images[:500])
+    # The val objects are the first 500 images of the val split itself; every image stays for evaluation.
+    assert torch.equal(dm.split("val").images, make(train_subset=1).split("val").images)
+    assert dm.split("val").objects.max() < 500 and dm.split("val").partners.max() < 500
 
 
 @pytest.mark.parametrize("world_size", [2, 3])

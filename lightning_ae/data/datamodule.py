@@ -169,9 +169,9 @@ class MNISTDataModule(pl.LightningDataModule):
         split = SplitData(images=images, labels=labels.long(), corruption=self.corruption)
         if self.pairs:
             count = len(images) if self.pair_objects is None else min(self.pair_objects, len(images))
-            split.images, split.labels = images[:count], split.labels[:count]
+            # Pairs are drawn among the first `count` images; all images stay, for evaluation (kNN, PCA).
             generator = torch.Generator().manual_seed(derive_seed(self.seed, _PAIRS, number))
-            split.objects, split.partners = similarity_pairs(split.labels, self.sim, generator)
+            split.objects, split.partners = similarity_pairs(split.labels[:count], self.sim, generator)
         if self.corruption is not None and name != "train":
             split.fixed_inputs = self._fixed_noise(split.images, number)
         return split
@@ -220,7 +220,7 @@ class MNISTDataModule(pl.LightningDataModule):
         lines = [f"{self.spec.title} ({self.spec.licence}), layout={self.layout}, seed={self.seed}"]
         for stage in STAGES:
             split = self.split(stage)
-            counts = torch.bincount(split.labels, minlength=self.num_classes).tolist()
+            counts = torch.bincount(split.item_labels, minlength=self.num_classes).tolist()
             lines.append(f"  {stage:5s}: {len(split):6d} items, images {tuple(split.images.shape)}, per class {counts}")
         if self.corruption is not None:
             lines.append(f"  corruption: {self.corruption!r}")

@@ -12,12 +12,13 @@ import gzip
 import hashlib
 import logging
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lightning_ae.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +124,8 @@ def _cache_path(source: Path, expected: IdxFile, cache_dir: Path) -> Path:
 
 
 def _write_atomically(array: np.ndarray, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as handle:
+        np.save(handle, array, allow_pickle=False)
 
 
 def load_verified(source: Path, expected: IdxFile, cache_dir: Path | None) -> np.ndarray:

@@ -51,8 +51,17 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.objects) if self.objects is not None else len(self.images)
 
+    def image_index(self, index: Tensor) -> Tensor:
+        """Indices into `images` of the given items (of each pair's object in pairs mode)."""
+        return self.objects[index] if self.objects is not None else index
+
+    @property
+    def item_labels(self) -> Tensor:
+        """The label of every item (of every pair's object in pairs mode)."""
+        return self.labels[self.objects] if self.objects is not None else self.labels
+
     def batch(self, index: Tensor, generator: torch.Generator | None = None) -> Batch:
-        items = self.objects[index] if self.objects is not None else index
+        items = self.image_index(index)
         clean = self.images[items]
         target = self.images[self.partners[index]] if self.partners is not None else clean
         if self.fixed_inputs is not None:

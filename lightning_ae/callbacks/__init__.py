@@ -1,0 +1,18 @@
+"""Callbacks: evaluation and side effects that any autoencoder gets for free (they only need `encode`)."""
+
+from lightning_ae.callbacks.base import EvaluationCallback
+from lightning_ae.callbacks.embeddings import EmbeddingProjector, TSNEPlot
+from lightning_ae.callbacks.images import ReconstructionGrid
+from lightning_ae.callbacks.knn import KNNEvaluator
+from lightning_ae.callbacks.pca import PCABaseline
+from lightning_ae.callbacks.results import ResultsJSON
+
+__all__ = [
+    "EmbeddingProjector",
+    "EvaluationCallback",
+    "KNNEvaluator",
+    "PCABaseline",
+    "ReconstructionGrid",
+    "ResultsJSON",
+    "TSNEPlot",
+]

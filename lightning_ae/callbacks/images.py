@@ -1,0 +1,68 @@
+"""`ReconstructionGrid`: what the autoencoder makes of a fixed set of test images."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices
+from lightning_ae.files import atomic_write
+
+
+class ReconstructionGrid(EvaluationCallback):
+    """Rows of `per_class` test images per class: originals, the model's inputs when they differ
+    (corrupted, or the partner target in pairs mode), and the reconstructions.
+
+    Sent to TensorBoard's Images tab (tag `reconstructions`) every `every_n_epochs`
+    validation epochs and at test; written as `filename` in the run's folder at test.
+    """
+
+    def __init__(self, per_class: int = 2, every_n_epochs: int = 1, filename: str = "reconstructions.png") -> None:
+        super().__init__()
+        for name, value in (("per_class", per_class), ("every_n_epochs", every_n_epochs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} is not valid; valid: a positive integer.")
+        if not filename.endswith(".png"):
+            raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .png.")
+        self.per_class, self.every_n_epochs, self.filename = per_class, every_n_epochs, filename
+
+    @torch.no_grad()
+    def grid(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor:
+        data = self.data(trainer)
+        split = data.split("test")
+        picked = class_stratified_indices(split.item_labels, self.per_class, len(data.class_names))
+        inputs, targets, _ = split.batch(picked)
+        clean = split.images[split.image_index(picked)]
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            outputs = pl_module(inputs.to(pl_module.device)).cpu()
+        finally:
+            pl_module.train(was_training)
+        rows = [clean]
+        if not torch.equal(inputs, clean):
+            rows.append(inputs)
+        if not torch.equal(targets, clean):
+            rows.append(targets)
+        rows.append(outputs)
+        images = torch.cat([row.reshape(-1, 1, 28, 28) for row in rows]).clamp(0, 1)
+        return make_grid(images, nrow=len(picked), padding=2, pad_value=0.5)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        writer = self.tensorboard(trainer)
+        if writer is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            writer.add_image("reconstructions", self.grid(trainer, pl_module), global_step=trainer.current_epoch)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        grid = self.grid(trainer, pl_module)
+        writer = self.tensorboard(trainer)
+        if writer is not None:
+            writer.add_image("test/reconstructions", grid, global_step=trainer.global_step)
+        with atomic_write(self.output_dir(trainer) / self.filename) as handle:
+            save_image(grid, handle, format="png")

@@ -1,0 +1,74 @@
+"""`KNNEvaluator`: how well the codes separate the classes, by kNN (k=10) fitted on the training codes."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from lightning_ae.callbacks.base import EvaluationCallback, timed
+from lightning_ae.evaluation.knn import DEFAULT_MEMORY_BYTES, check_knn_args, choose_backend, knn_predict
+
+
+class KNNEvaluator(EvaluationCallback):
+    """kNN accuracy of the codes of the clean validation and test images, with the training codes as references.
+
+    Logged at test (and, with `every_n_epochs`, at the end of validation epochs):
+    `val/knn_acc`, `val/knn_error`, `test/knn_acc`, `test/knn_error`, and at test the
+    costs `test/encode_us_per_image` (encoding the test images) and
+    `test/knn_predict_us_per_image` (classifying them, fit excluded).
+
+    Args:
+        k: neighbours that vote (the homework's k=10).
+        backend: "auto" (sklearn's kd-tree on the CPU at low d', chunked torch otherwise),
+            "torch" or "sklearn"; all give the same predictions, see `lightning_ae.evaluation.knn`.
+        every_n_epochs: also measure validation accuracy every N training epochs (null: at test only).
+        memory_mb: memory bound of one chunk of distances in the torch backend.
+    """
+
+    def __init__(
+        self, k: int = 10, backend: str = "auto", every_n_epochs: int | None = None, memory_mb: int = 256
+    ) -> None:
+        super().__init__()
+        check_knn_args(k, backend)
+        if every_n_epochs is not None and (not isinstance(every_n_epochs, int) or every_n_epochs <= 0):
+            raise ValueError(f"every_n_epochs={every_n_epochs!r} is not valid; valid: a positive integer or null.")
+        self.k, self.backend, self.every_n_epochs = k, backend, every_n_epochs
+        self.memory_bytes = memory_mb * 2**20 if memory_mb else DEFAULT_MEMORY_BYTES
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stages: tuple[str, ...]) -> dict:
+        data = self.data(trainer)
+        batch = data.eval_batch_size
+        train = data.split("train")
+        train_codes, _ = self.encode(pl_module, train.images, batch)
+        backend = choose_backend(train_codes.shape[1], train_codes.device, self.backend)
+        metrics: dict[str, float] = {}
+        for stage in stages:
+            split = data.split(stage)
+            codes, encode_seconds = self.encode(pl_module, split.images, batch)
+            labels = split.labels.to(codes.device)
+            predicted, predict_seconds = timed(
+                lambda codes=codes: knn_predict(
+                    train_codes, train.labels, codes, self.k, len(data.class_names), backend, self.memory_bytes
+                ),
+                codes.device,
+            )
+            accuracy = multiclass_accuracy(predicted, labels, len(data.class_names), average="micro").item()
+            metrics[f"{stage}/knn_acc"] = accuracy
+            metrics[f"{stage}/knn_error"] = 1.0 - accuracy
+            if stage == "test":
+                metrics["test/encode_us_per_image"] = 1e6 * encode_seconds / len(split)
+                metrics["test/knn_predict_us_per_image"] = 1e6 * predict_seconds / len(split)
+                self.timings.update(knn_encode_seconds=encode_seconds, knn_predict_seconds=predict_seconds)
+        return metrics
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.every_n_epochs is None or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            pl_module.log_dict(self.evaluate(trainer, pl_module, ("val",)), rank_zero_only=True)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            metrics, seconds = timed(lambda: self.evaluate(trainer, pl_module, ("val", "test")), pl_module.device)
+            self.timings["knn_seconds"] = seconds
+            pl_module.log_dict(metrics, rank_zero_only=True)

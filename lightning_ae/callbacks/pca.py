@@ -1,0 +1,90 @@
+"""`PCABaseline`: PCA at the autoencoder's d', measured exactly like the autoencoder, side by side."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from lightning_ae.callbacks.base import EvaluationCallback, timed
+from lightning_ae.data.idx import default_cache_dir
+from lightning_ae.evaluation.knn import check_knn_args, choose_backend, knn_predict
+from lightning_ae.evaluation.pca import as_numpy, fit_pca, reconstruction_metrics
+
+
+class PCABaseline(EvaluationCallback):
+    """sklearn PCA with the model's d', fitted on the (clean, flat) training split, evaluated at test.
+
+    Logged at test, next to the autoencoder's own metrics:
+    `test/pca_bce_per_pixel`, `test/pca_bce_per_image`, `test/pca_mse_per_pixel`,
+    `test/pca_mse_per_image` (the AE's definitions; see `reconstruction_metrics`),
+    `val/pca_knn_acc`, `test/pca_knn_acc` and their errors (the same kNN as `KNNEvaluator`),
+    `test/pca_encode_us_per_image`, `test/pca_knn_predict_us_per_image` and
+    `test/pca_explained_variance` (fraction of the pixel variance the d' components keep).
+    The fit is cached per (training data, d') under `cache_dir`, so runs do not refit it.
+
+    Args:
+        dim: PCA components; null takes the model's `code_dim`.
+        k, knn_backend: the kNN, as in `KNNEvaluator`.
+        cache_dir: where fits are cached (default: the data cache folder's `pca/`); "none" disables it.
+    """
+
+    def __init__(
+        self, dim: int | None = None, k: int = 10, knn_backend: str = "auto", cache_dir: str | None = None
+    ) -> None:
+        super().__init__()
+        check_knn_args(k, knn_backend)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
+            raise ValueError(f"dim={dim!r} is not valid; valid: a positive integer, or null for the model's code_dim.")
+        self.dim, self.k, self.knn_backend, self.cache_dir = dim, k, knn_backend, cache_dir
+        self.from_cache: bool | None = None
+
+    def _cache_file(self, train: np.ndarray, dim: int) -> Path | None:
+        if self.cache_dir == "none":
+            return None
+        folder = Path(self.cache_dir) if self.cache_dir else default_cache_dir() / "pca"
+        # Keyed by the exact training data, so a changed split or dataset never reuses a fit.
+        key = hashlib.sha256(np.ascontiguousarray(train).data).hexdigest()[:20]
+        return folder / f"pca-d{dim}-{key}.npz"
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics, seconds = timed(lambda: self.evaluate(trainer, pl_module), torch.device("cpu"))
+        self.timings["pca_seconds"] = seconds
+        pl_module.log_dict(metrics, rank_zero_only=True)
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        data = self.data(trainer)
+        dim = self.dim if self.dim is not None else int(pl_module.code_dim)
+        train = data.split("train")
+        train_flat = as_numpy(train.images)
+        cache_file = self._cache_file(train_flat, dim)
+        (pca, self.from_cache), fit_seconds = timed(lambda: fit_pca(train_flat, dim, cache_file), torch.device("cpu"))
+        self.timings["pca_fit_seconds"] = fit_seconds
+        train_codes = torch.from_numpy(pca.transform(train_flat))
+        backend = choose_backend(dim, torch.device("cpu"), self.knn_backend)
+        num_classes = len(data.class_names)
+        metrics: dict[str, float] = {"test/pca_explained_variance": float(pca.explained_variance_ratio_.sum())}
+        for stage in ("val", "test"):
+            split = data.split(stage)
+            flat = as_numpy(split.images)
+            codes, encode_seconds = timed(lambda flat=flat: torch.from_numpy(pca.transform(flat)), torch.device("cpu"))
+            predicted, predict_seconds = timed(
+                lambda codes=codes: knn_predict(train_codes, train.labels, codes, self.k, num_classes, backend),
+                torch.device("cpu"),
+            )
+            accuracy = multiclass_accuracy(predicted, split.labels, num_classes, average="micro").item()
+            metrics[f"{stage}/pca_knn_acc"] = accuracy
+            metrics[f"{stage}/pca_knn_error"] = 1.0 - accuracy
+            if stage == "test":
+                reconstruction = torch.from_numpy(pca.inverse_transform(codes.numpy()))
+                errors = reconstruction_metrics(reconstruction, split.images)
+                metrics.update({f"test/pca_{name}": value for name, value in errors.items()})
+                metrics["test/pca_encode_us_per_image"] = 1e6 * encode_seconds / len(split)
+                metrics["test/pca_knn_predict_us_per_image"] = 1e6 * predict_seconds / len(split)
+        return metrics

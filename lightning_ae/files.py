@@ -1,0 +1,39 @@
+"""Writing files so that a crash or a kill never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside `target`; on success it replaces `target` in one rename.
+
+    Readers see the old file or the complete new one, never a part; on an exception the
+    temporary file is removed and `target` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_json(target: str | os.PathLike, data: Any) -> None:
+    """Write `data` as indented JSON, atomically. Non-finite floats are refused, not written as NaN."""
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+    with atomic_write(target, "w") as handle:
+        handle.write(text + "\n")
