@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
+from argparse import ArgumentError
+from pathlib import Path
 
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -71,9 +75,25 @@ class AutoencoderCLI(LightningCLI):
             logger.init_args.name = run_name(config.model)
 
     def before_fit(self) -> None:
+        self._check_checkpoint_path()
         self._give_results_the_config()
 
+    def before_validate(self) -> None:
+        self._check_checkpoint_path()
+
+    def before_predict(self) -> None:
+        self._check_checkpoint_path()
+
+    def _check_checkpoint_path(self) -> None:
+        # Before anything is written: Lightning would only find out after setting up the run.
+        path = self.config[self.subcommand].get("ckpt_path")
+        if path in (None, "last", "best", "hpc", "registry") or "://" in str(path):
+            return
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file.")
+
     def before_test(self) -> None:
+        self._check_checkpoint_path()
         self._give_results_the_config()
 
     def _give_results_the_config(self) -> None:
@@ -92,7 +112,7 @@ class AutoencoderCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
-def lightning_cli(args: list[str]) -> AutoencoderCLI:
+def lightning_cli(args: list[str] | None) -> AutoencoderCLI:
     return AutoencoderCLI(
         AutoencoderBase,
         MNISTDataModule,
@@ -112,7 +132,7 @@ def lightning_cli(args: list[str]) -> AutoencoderCLI:
             ],
         },
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "lightning-ae"},
+        parser_kwargs={"prog": "lightning-ae", "exit_on_error": False, "allow_abbrev": False},
         auto_configure_optimizers=False,
     )
 
@@ -146,14 +166,53 @@ def data_check(argv: list[str]) -> int:
     return 0
 
 
+_PARSE_NOISE = (
+    "Given value",
+    "Subtypes:",
+    "Errors:",
+    "Does not validate against any",
+    "- Expected a <class 'NoneType'>",
+    "- Problem with given class_path",
+)
+
+
+def concise_error(message: str) -> str:
+    """The part of a (jsonargparse) error message that names the problem, on one line.
+
+    For a subclass-typed key such as `model`, jsonargparse lists why each candidate type
+    failed (including "Expected a <class 'NoneType'>") and repeats the whole given value;
+    keep the keys and the reasons. A one-line message passes through unchanged.
+    """
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    reasons = []
+    for line in (line.strip() for line in message.splitlines()):
+        line = re.sub(r'^Parser key "[^"]+":\s*', "", line)  # the key is named once, in front
+        if line and not line.startswith(_PARSE_NOISE):
+            reasons.append(line.removeprefix("- "))
+    where = ".".join(dict.fromkeys(keys))
+    text = "; ".join(dict.fromkeys(reasons)) or message.strip().splitlines()[0]
+    return f"{where}: {text}" if where else text
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else argv
     try:
-        if argv and argv[0] == "data":
-            return data_check(argv[1:])
+        if args and args[0] == "data":
+            return data_check(args[1:])
+        # argv=None lets LightningCLI read sys.argv itself (passing both makes it warn).
         lightning_cli(argv)
         return 0
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except ArgumentError as err:
+        print(f"lightning-ae: error: {concise_error(str(err))}", file=sys.stderr)
+        print("  (see `lightning-ae <subcommand> --help` for every option)", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as err:
         # A plain user mistake (bad value, missing file) is one line, not a traceback wall.
+        print(f"lightning-ae: error: {concise_error(str(err))}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        if os.environ.get("LIGHTNING_AE_DEBUG"):
+            raise
         print(f"lightning-ae: error: {err}", file=sys.stderr)
+        print("  (set LIGHTNING_AE_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 2

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import yaml
 
 
 def run(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -32,16 +37,30 @@ def test_bad_value_is_one_clear_line_and_nonzero_exit(tmp_path):
 def test_missing_dataset_folder_falls_back_to_bundled_data_and_unknown_command_fails(tmp_path):
     assert run("data", "--data-dir", str(tmp_path / "nothing-here"), cwd=tmp_path).returncode == 0
     result = run("frobnicate", cwd=tmp_path)
-    assert result.returncode == 2 and "usage: lightning-ae" in result.stderr and "'frobnicate'" in result.stderr
+    assert result.returncode == 2 and "invalid choice: 'frobnicate'" in result.stderr
 
 
-def test_fit_on_a_tiny_slice_trains_tests_and_logs(tmp_path):
+def small_copy_of(config_name: str, folder: Path) -> Path:
+    """The real config with its evaluation callbacks shrunk, so that a test runs in seconds."""
     from conftest import REPO
 
+    config = yaml.safe_load((REPO / "configs" / config_name).read_text())
+    for callback in config["trainer"]["callbacks"]:
+        name = callback["class_path"].rsplit(".", 1)[-1]
+        callback.setdefault("init_args", {}).update(SMALL.get(name, {}))
+    path = folder / config_name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+SMALL = {"TSNEPlot": {"max_points": 200}, "EmbeddingProjector": {"max_items": 300}}
+
+
+def test_fit_on_a_tiny_slice_trains_tests_and_writes_every_output(tmp_path):
     result = run(
         "fit",
         "--config",
-        str(REPO / "configs" / "basic_ae.yaml"),
+        str(small_copy_of("basic_ae.yaml", tmp_path)),
         "--data.train_subset",
         "256",
         "--trainer.max_epochs",
@@ -55,18 +74,45 @@ def test_fit_on_a_tiny_slice_trains_tests_and_logs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "lightning_logs" / "Autoencoder-d8-sigmoid" / "version_0"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))
+    [best] = (run_dir / "checkpoints").glob("best-epoch*.ckpt")
     assert list(run_dir.glob("events.out.tfevents.*"))
-    assert "test/bce_per_pixel" in result.stdout and "test/compression_ratio" in result.stdout
+    for name in ("reconstructions.png", "tsne.png", "projector_config.pbtxt", "config.yaml"):
+        assert (run_dir / name).is_file(), name
+    assert "test/bce_per_pixel" in result.stdout and "test/pca_knn_acc" in result.stdout
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "tested" and results["epochs"] == 2
+    # The resolved config as the CLI parsed it, overrides included; test ran on the best checkpoint.
+    assert results["config"]["model"]["init_args"]["code_dim"] == 8
+    assert results["config"]["data"]["train_subset"] == 256
+    assert results["best_checkpoint"] == str(best.resolve()) or Path(results["best_checkpoint"]).name == best.name
+    assert results["best_val_loss"] == pytest.approx(min(results["best_val_loss"], results["last_epoch"]["val/loss"]))
+    assert {"test/knn_acc", "test/bce_per_pixel"} <= set(results["ae"]) & set(results["pca"])
 
 
-def test_fit_with_a_bad_value_or_missing_checkpoint_exits_nonzero_with_the_reason(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.init_args.code_dim", "0"], "code_dim=0 is not valid; valid: a positive integer"),
+        (["--model.init_args.code_dim", "abc"], "model.code_dim: Expected a <class 'int'>. Got value: abc"),
+        (["--model.init_args.activation", "swish"], "activation='swish' is not a known activation"),
+        (["--model.init_args.loss", "hinge"], "loss='hinge' is not a known loss; valid values: ['bce', 'mse']"),
+        (["--model.init_args.cod_dim", "8"], "model: Option 'cod_dim' is not accepted"),
+        (["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch 3"),  # no abbreviations
+        (["--data.layout", "square"], "layout='square' is not a known layout"),
+        (["--ckpt_path", "missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
+        (["--config", "no-such.yaml"], "config: File does not exist"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_message_and_exit_status_2(tmp_path, monkeypatch, capsys, args, message):
     from conftest import REPO
 
-    config = str(REPO / "configs" / "basic_ae.yaml")
-    bad = run("fit", "--config", config, "--model.init_args.code_dim", "0", cwd=tmp_path)
-    assert bad.returncode != 0 and "code_dim=0 is not valid" in bad.stderr
-    missing = run(
-        "fit", "--config", config, "--data.train_subset", "64", "--ckpt_path", str(tmp_path / "no.ckpt"), cwd=tmp_path
-    )
-    assert missing.returncode == 2 and "no.ckpt" in missing.stderr and "Traceback" not in missing.stderr
+    from lightning_ae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", "--config", str(REPO / "configs" / "basic_ae.yaml"), "--data.train_subset", "64", *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("lightning-ae: error:")]
+    assert len(errors) == 1 and message in errors[0], err[-2000:]
+    assert "Traceback" not in err and "NoneType" not in err
+    assert not (tmp_path / "lightning_logs").exists()  # nothing half-written

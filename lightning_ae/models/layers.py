@@ -28,5 +28,6 @@ def check_loss(name: str) -> str:
 
 def check_code_dim(code_dim: int, parameter: str = "code_dim") -> int:
     if isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim <= 0:
-        raise ValueError(f"{parameter}={code_dim!r} is not valid; valid: a positive integer (the code dimension d').")
+        meaning = " (the code dimension d')" if parameter == "code_dim" else ""
+        raise ValueError(f"{parameter}={code_dim!r} is not valid; valid: a positive integer{meaning}.")
     return code_dim
