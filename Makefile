@@ -5,10 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train lint bench clean
+.PHONY: help install test train tensorboard lint bench clean
+
+# TensorBoard listens on the loopback interface only; TB_HOST=0.0.0.0 exposes it to the network on purpose.
+LOGDIR  ?= lightning_logs
+TB_HOST ?= 127.0.0.1
+TB_PORT ?= 6006
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +26,11 @@ install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev t
 test: $(STAMP) ## Run the test suite on the bundled MNIST (about 80 s on 2 cores)
 	$(BIN)/python -m pytest -q
 
-train: $(STAMP) ## Train the basic AE (configs/basic_ae.yaml), then test it; logs in lightning_logs/
-	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml
+train: $(STAMP) ## Train the basic AE (configs/basic_ae.yaml, the homework's setting), test it, evaluate it; logs in lightning_logs/
+	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml $(ARGS)
+
+tensorboard: $(STAMP) ## Open TensorBoard on lightning_logs/ at http://127.0.0.1:6006 (scalars, images, projector)
+	$(BIN)/tensorboard --logdir $(LOGDIR) --host $(TB_HOST) --port $(TB_PORT)
 
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check lightning_ae tests benchmarks

@@ -1,6 +1,7 @@
 """The `lightning-ae` command: the Lightning CLI (`fit`, `validate`, `test`, `predict`) plus `data`.
 
 lightning-ae fit --config configs/basic_ae.yaml [--model.init_args.code_dim 8 ...]
+lightning-ae describe --config configs/conv_ae.yaml   (the shape after every layer)
 lightning-ae data [--dataset mnist] [--layout image]
 """
 
@@ -18,7 +19,7 @@ from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from lightning_ae.callbacks import ResultsJSON
+from lightning_ae.callbacks import PredictionWriter, ResultsJSON
 from lightning_ae.data import DATASETS, MNISTDataModule
 from lightning_ae.data.datamodule import LAYOUTS
 from lightning_ae.models import AutoencoderBase
@@ -112,7 +113,7 @@ class AutoencoderCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
-def lightning_cli(args: list[str] | None) -> AutoencoderCLI:
+def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
     return AutoencoderCLI(
         AutoencoderBase,
         MNISTDataModule,
@@ -122,6 +123,7 @@ def lightning_cli(args: list[str] | None) -> AutoencoderCLI:
             # Best by validation loss, and last (for resuming); results.json for every run.
             "callbacks": [
                 ResultsJSON(),
+                PredictionWriter(),  # only acts in `predict`
                 ModelCheckpoint(
                     monitor="val/loss",
                     mode="min",
@@ -134,7 +136,17 @@ def lightning_cli(args: list[str] | None) -> AutoencoderCLI:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "lightning-ae", "exit_on_error": False, "allow_abbrev": False},
         auto_configure_optimizers=False,
+        run=run,
     )
+
+
+def describe(argv: list[str]) -> int:
+    """Print the model of a config layer by layer: the shape after every layer and its parameters."""
+    cli = lightning_cli(argv, run=False)
+    print(cli.model.describe())
+    total = sum(p.numel() for p in cli.model.parameters())
+    print(f"{type(cli.model).__name__}: {total:,} parameters; input {cli.datamodule.input_shape}")
+    return 0
 
 
 def data_check(argv: list[str]) -> int:
@@ -199,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args and args[0] == "data":
             return data_check(args[1:])
+        if args and args[0] == "describe":
+            return describe(args[1:])
         # argv=None lets LightningCLI read sys.argv itself (passing both makes it warn).
         lightning_cli(argv)
         return 0

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 
@@ -88,6 +89,25 @@ def test_fit_on_a_tiny_slice_trains_tests_and_writes_every_output(tmp_path):
     assert results["best_val_loss"] == pytest.approx(min(results["best_val_loss"], results["last_epoch"]["val/loss"]))
     assert {"test/knn_acc", "test/bce_per_pixel"} <= set(results["ae"]) & set(results["pca"])
 
+    # predict on the best checkpoint: codes, reconstructions and labels of the test set, as plain tensors.
+    predict = run(
+        "predict",
+        "--config",
+        str(tmp_path / "basic_ae.yaml"),
+        "--model.init_args.code_dim",
+        "8",
+        "--ckpt_path",
+        str(best),
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=tmp_path,
+    )
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    [saved] = (tmp_path / "lightning_logs" / "Autoencoder-d8-sigmoid").glob("version_*/predictions.pt")
+    predictions = torch.load(saved, weights_only=True)
+    assert predictions["code"].shape == (10000, 8) and predictions["reconstruction"].shape == (10000, 784)
+    assert torch.equal(predictions["label"][:5], torch.tensor([7, 2, 1, 0, 4]))  # the first MNIST test labels
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
@@ -116,3 +136,38 @@ def test_cli_bad_input_is_one_clear_message_and_exit_status_2(tmp_path, monkeypa
     assert len(errors) == 1 and message in errors[0], err[-2000:]
     assert "Traceback" not in err and "NoneType" not in err
     assert not (tmp_path / "lightning_logs").exists()  # nothing half-written
+
+
+def test_describe_prints_every_layer_with_its_shape(capsys):
+    from conftest import REPO
+
+    from lightning_ae.cli import main
+
+    assert (
+        main(["describe", "--config", str(REPO / "configs" / "conv_ae.yaml"), "--model.init_args.code_dim", "16"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "(16, 7, 7)" in out and "code" in out and "ConvAutoencoder: " in out
+    assert "Linear(in_features=784, out_features=16, bias=True)" in out
+
+
+def test_make_tensorboard_listens_on_loopback_by_default():
+    from conftest import REPO
+
+    dry = subprocess.run(["make", "-n", "tensorboard"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "--host 127.0.0.1" in dry.stdout and "--logdir lightning_logs" in dry.stdout
+    exposed = subprocess.run(["make", "-n", "tensorboard", "TB_HOST=0.0.0.0"], cwd=REPO, capture_output=True, text=True)
+    assert "--host 0.0.0.0" in exposed.stdout
+
+
+@pytest.mark.parametrize("config", ["basic_ae.yaml", "deep_ae.yaml", "conv_ae.yaml"])
+def test_every_config_parses_and_builds_its_model_and_callbacks(config, capsys):
+    from conftest import REPO
+
+    from lightning_ae.callbacks import EmbeddingProjector, KNNEvaluator, PCABaseline, ReconstructionGrid, TSNEPlot
+    from lightning_ae.cli import lightning_cli
+
+    cli = lightning_cli(["--config", str(REPO / "configs" / config)], run=False)
+    kinds = {type(c) for c in cli.trainer.callbacks}
+    assert {KNNEvaluator, PCABaseline, ReconstructionGrid, TSNEPlot, EmbeddingProjector} <= kinds
+    assert cli.model.input_shape == cli.datamodule.input_shape

@@ -42,7 +42,10 @@ def test_conv_describe_traces_every_shape():
     for shape in ("(8, 14, 14)", "(16, 7, 7)", "(784,)", "(1, 28, 28)"):
         assert shape in text
     assert len(text.splitlines()) == 18  # input, 15 layers, code, output
-    assert "(32,)  (32 numbers)" in ConvAutoencoder(code_dim=32).describe()
+    code_line = next(line for line in ConvAutoencoder(code_dim=32).describe().splitlines() if line.startswith("code"))
+    assert "(32,)" in code_line and "32 numbers" in code_line
+    basic = Autoencoder(code_dim=8).describe().splitlines()
+    assert "Linear(in_features=784, out_features=8, bias=True)" in basic[2] and "6,280 params" in basic[2]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -5,6 +5,7 @@ from lightning_ae.callbacks.embeddings import EmbeddingProjector, TSNEPlot
 from lightning_ae.callbacks.images import ReconstructionGrid
 from lightning_ae.callbacks.knn import KNNEvaluator
 from lightning_ae.callbacks.pca import PCABaseline
+from lightning_ae.callbacks.predictions import PredictionWriter
 from lightning_ae.callbacks.results import ResultsJSON
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "EvaluationCallback",
     "KNNEvaluator",
     "PCABaseline",
+    "PredictionWriter",
     "ReconstructionGrid",
     "ResultsJSON",
     "TSNEPlot",

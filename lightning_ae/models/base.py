@@ -93,6 +93,11 @@ class AutoencoderBase(pl.LightningModule):
         }
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
 
+    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        inputs, _, labels = batch
+        code = self.encode(inputs)
+        return {"code": code, "reconstruction": self.decode(code), "label": labels}
+
     def on_test_epoch_end(self) -> None:
         self.log_dict(
             {
@@ -101,6 +106,24 @@ class AutoencoderBase(pl.LightningModule):
                 "test/size_saved_percent": 100.0 * (1 - self.code_dim / self.input_dim),
             }
         )
+
+    def describe(self) -> str:
+        """The tensor shape after every layer, input to reconstruction (how the input is transformed)."""
+        x = torch.zeros(1, *self.input_shape, device=self.device)
+        rows = [("input", tuple(x.shape[1:]), "")]
+        with torch.no_grad():
+            for part, layers in (("encoder", self.encoder), ("decoder", self.decoder)):
+                for layer in layers:
+                    x = layer(x)
+                    if not isinstance(layer, nn.Identity):
+                        params = sum(p.numel() for p in layer.parameters())
+                        name = f"{part}: {type(layer).__name__}({layer.extra_repr()})"
+                        rows.append((name, tuple(x.shape[1:]), f"{params:,} params" if params else ""))
+                if part == "encoder":
+                    rows.append(("code", tuple(x.shape[1:]), f"{x[0].numel()} numbers"))
+        rows.append(("output (sigmoid)", tuple(x.shape[1:]), ""))
+        width = max(len(name) for name, _, _ in rows)
+        return "\n".join(f"{name:{width}s}  {str(shape):14s} {note}".rstrip() for name, shape, note in rows)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

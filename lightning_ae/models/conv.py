@@ -24,7 +24,7 @@ class ConvAutoencoder(AutoencoderBase):
     the decoder mirrors it with ConvTranspose2d and 2x upsampling, then a 1-channel
     ConvTranspose2d with a sigmoid. With `code_dim` set, a linear bottleneck of size d'
     sits between the two, so that the conv AE compares with the MLPs at the same d'.
-    `describe()` prints the shape after every layer.
+    `describe()` lists the shape after every layer.
     """
 
     def __init__(
@@ -76,18 +76,3 @@ class ConvAutoencoder(AutoencoderBase):
         ]
         self.encoder = nn.Sequential(*encoder)
         self.decoder = nn.Sequential(*decoder)
-
-    def describe(self) -> str:
-        """The tensor shape after every layer, input to reconstruction."""
-        x = torch.zeros(1, *self.input_shape, device=self.device)
-        lines = [f"{'input':42s} {tuple(x.shape[1:])}"]
-        with torch.no_grad():
-            for part, layers in (("encoder", self.encoder), ("decoder", self.decoder)):
-                for layer in layers:
-                    x = layer(x)
-                    if not isinstance(layer, nn.Identity):
-                        lines.append(f"{part}: {str(layer)[:33]:33s} {tuple(x.shape[1:])}")
-                if part == "encoder":
-                    lines.append(f"{'code':42s} {tuple(x.shape[1:])}  ({x[0].numel()} numbers)")
-        lines.append(f"{'output (sigmoid)':42s} {tuple(x.shape[1:])}")
-        return "\n".join(lines)
