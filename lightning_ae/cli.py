@@ -29,8 +29,8 @@ TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
 AUTO_NAME = "auto"
 
 
-def run_name(model_config) -> str:
-    """A run name that says what the run is: model, d', activation."""
+def run_name(model_config, data_config=None) -> str:
+    """A run name that says what the run is: model, d', activation, and the corruption or pairs mode."""
     args = model_config.init_args
     kind = model_config.class_path.rsplit(".", 1)[-1]
     parts = [kind]
@@ -41,6 +41,11 @@ def run_name(model_config) -> str:
         parts.append(f"d{args.code_dim}")
     if getattr(args, "activation", None):
         parts.append(args.activation)
+    if data_config is not None and data_config.get("corruption"):
+        values = "".join(f"{k}{v}" for k, v in sorted((data_config.get("corruption_args") or {}).items()))
+        parts.append(f"{data_config.corruption}{('-' + values) if values else ''}")
+    if data_config is not None and data_config.get("pairs"):
+        parts.append(f"pairs{data_config.get('sim')}")
     return "-".join(parts)
 
 
@@ -73,7 +78,7 @@ class AutoencoderCLI(LightningCLI):
         # A TensorBoard run without a name gets one that says what it is.
         is_tensorboard = isinstance(logger, Namespace) and logger.get("class_path") == TENSORBOARD
         if is_tensorboard and logger.init_args.get("name") in (None, "", AUTO_NAME):
-            logger.init_args.name = run_name(config.model)
+            logger.init_args.name = run_name(config.model, config.data)
 
     def before_fit(self) -> None:
         self._check_checkpoint_path()

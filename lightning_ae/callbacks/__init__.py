@@ -1,18 +1,21 @@
 """Callbacks: evaluation and side effects that any autoencoder gets for free (they only need `encode`)."""
 
 from lightning_ae.callbacks.base import EvaluationCallback
+from lightning_ae.callbacks.denoising import DenoisingReference
 from lightning_ae.callbacks.embeddings import EmbeddingProjector, TSNEPlot
-from lightning_ae.callbacks.images import ReconstructionGrid
+from lightning_ae.callbacks.images import PairsGrid, ReconstructionGrid
 from lightning_ae.callbacks.knn import KNNEvaluator
 from lightning_ae.callbacks.pca import PCABaseline
 from lightning_ae.callbacks.predictions import PredictionWriter
 from lightning_ae.callbacks.results import ResultsJSON
 
 __all__ = [
+    "DenoisingReference",
     "EmbeddingProjector",
     "EvaluationCallback",
     "KNNEvaluator",
     "PCABaseline",
+    "PairsGrid",
     "PredictionWriter",
     "ReconstructionGrid",
     "ResultsJSON",

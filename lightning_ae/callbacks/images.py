@@ -66,3 +66,40 @@ class ReconstructionGrid(EvaluationCallback):
             writer.add_image("test/reconstructions", grid, global_step=trainer.global_step)
         with atomic_write(self.output_dir(trainer) / self.filename) as handle:
             save_image(grid, handle, format="png")
+
+
+class PairsGrid(EvaluationCallback):
+    """Similarity pairs (homework 2.3a): each row one training object, then its partners (the targets).
+
+    Written at the start of fit as `filename` in the run's folder and to TensorBoard
+    (tag `pairs`), so that what the model is asked to reproduce is visible.
+    """
+
+    def __init__(self, objects: int = 10, filename: str = "pairs.png") -> None:
+        super().__init__()
+        if isinstance(objects, bool) or not isinstance(objects, int) or objects <= 0:
+            raise ValueError(f"objects={objects!r} is not valid; valid: a positive integer.")
+        if not filename.endswith(".png"):
+            raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .png.")
+        self.objects, self.filename = objects, filename
+
+    def grid(self, trainer: pl.Trainer) -> Tensor:
+        split = self.data(trainer).split("train")
+        if split.objects is None:
+            raise ValueError("PairsGrid needs the DataModule in pairs mode (data.pairs: true).")
+        rows = []
+        for obj in split.objects.unique()[: self.objects]:
+            pairs = torch.nonzero(split.objects == obj).flatten()
+            rows.append(torch.cat([split.images[obj].unsqueeze(0), split.images[split.partners[pairs]]]))
+        images = torch.cat(rows).reshape(-1, 1, 28, 28)
+        return make_grid(images, nrow=len(rows[0]), padding=2, pad_value=0.5)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        grid = self.grid(trainer)
+        writer = self.tensorboard(trainer)
+        if writer is not None:
+            writer.add_image("pairs", grid, global_step=0)
+        with atomic_write(self.output_dir(trainer) / self.filename) as handle:
+            save_image(grid, handle, format="png")

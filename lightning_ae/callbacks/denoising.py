@@ -1,0 +1,128 @@
+"""`DenoisingReference`: what denoising gains, measured on the same corrupted test images.
+
+Two references beside the denoising AE's own test error (reconstruction of the clean
+image from the corrupted input):
+
+- the corrupted input itself, taken as the "reconstruction" (`test/corrupted_*`): a model
+  that does nothing scores this;
+- the plain autoencoder of the same shape, trained on clean images, given the same
+  corrupted inputs (`test/plain_ae_*`), when its checkpoint is known.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_ae.callbacks.base import EvaluationCallback
+from lightning_ae.evaluation.pca import reconstruction_metrics
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+_NOT_SHAPE = ("optimizer", "scheduler", "input_shape")  # not part of what the model is
+
+
+def _shape_args(init_args: dict[str, Any]) -> dict[str, Any]:
+    # Through JSON, so that a tuple in hyperparameters equals a list in results.json.
+    return json.loads(json.dumps({k: v for k, v in init_args.items() if k not in _NOT_SHAPE}, default=str))
+
+
+def _same_model(config: dict[str, Any], model_class: str, init_args: dict[str, Any]) -> bool:
+    model = config.get("model") or {}
+    same_class = model.get("class_path", "").rsplit(".", 1)[-1] == model_class
+    return same_class and _shape_args(model.get("init_args") or {}) == _shape_args(init_args)
+
+
+def find_plain_checkpoint(log_root: Path, model_class: str, init_args: dict[str, Any], dataset: str) -> Path | None:
+    """The best checkpoint of the newest finished run under `log_root` of the same model on clean data."""
+    found = []
+    for results_file in log_root.glob("*/version_*/results.json"):
+        try:
+            results = json.loads(results_file.read_text())
+        except (OSError, ValueError):
+            continue
+        config, checkpoint = results.get("config") or {}, results.get("best_checkpoint")
+        data = config.get("data") or {}
+        if (
+            results.get("status") == "tested"
+            and checkpoint
+            and Path(checkpoint).is_file()
+            and data.get("corruption") is None
+            and not data.get("pairs")
+            and data.get("dataset", "mnist") == dataset
+            and _same_model(config, model_class, init_args)
+        ):
+            found.append((results_file.stat().st_mtime, Path(checkpoint)))
+    return max(found)[1] if found else None
+
+
+class DenoisingReference(EvaluationCallback):
+    """Test errors of the corrupted input itself and of a plain AE on the same corrupted test images.
+
+    Args:
+        plain_checkpoint: checkpoint of the plain AE of the same shape (trained on clean
+            images); "auto" looks for the newest finished run of the same model on clean
+            data under the same log root (e.g. the one `make train` leaves); null: none.
+    """
+
+    def __init__(self, plain_checkpoint: str | None = AUTO) -> None:
+        super().__init__()
+        self.plain_checkpoint = plain_checkpoint
+        self.used_checkpoint: Path | None = None
+
+    def _plain_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> pl.LightningModule | None:
+        init_args = dict(pl_module.hparams)
+        if self.plain_checkpoint == AUTO:
+            log_root = self.output_dir(trainer).parent.parent
+            path = find_plain_checkpoint(log_root, type(pl_module).__name__, init_args, trainer.datamodule.dataset)
+            if path is None:
+                log.warning(
+                    "DenoisingReference: no finished run of the plain %s with these hyperparameters under %s; "
+                    "train it on clean data first (e.g. `make train` for the basic AE) to get test/plain_ae_*.",
+                    type(pl_module).__name__,
+                    log_root,
+                )
+                return None
+        elif self.plain_checkpoint is None:
+            return None
+        else:
+            path = Path(self.plain_checkpoint)
+            if not path.is_file():
+                raise FileNotFoundError(f"plain_checkpoint={str(path)!r}: no such checkpoint file.")
+        # Only tensors are read (weights_only): a checkpoint cannot run code when loaded.
+        state = torch.load(path, map_location=pl_module.device, weights_only=True)["state_dict"]
+        plain = type(pl_module)(**init_args)
+        try:
+            plain.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"plain_checkpoint {path} is not a {type(pl_module).__name__} of the same shape: "
+                f"{str(err).splitlines()[0]}"
+            ) from err
+        self.used_checkpoint = path
+        return plain.to(pl_module.device).eval()
+
+    @torch.no_grad()
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        split = self.data(trainer).split("test")
+        if split.fixed_inputs is None:
+            log.warning("DenoisingReference: the data has no corruption; nothing to compare.")
+            return
+        corrupted, clean = split.fixed_inputs, split.images
+        metrics = {f"test/corrupted_{k}": v for k, v in reconstruction_metrics(corrupted, clean).items()}
+        plain = self._plain_model(trainer, pl_module)
+        if plain is not None:
+            batch = self.data(trainer).eval_batch_size
+            outputs = torch.cat([plain(chunk.to(plain.device)).cpu() for chunk in corrupted.split(batch)])
+            metrics.update({f"test/plain_ae_{k}": v for k, v in reconstruction_metrics(outputs, clean).items()})
+        pl_module.log_dict(metrics, rank_zero_only=True)
