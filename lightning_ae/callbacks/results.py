@@ -16,6 +16,7 @@ import torch
 import lightning_ae
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.files import write_json
+from lightning_ae.models import AutoencoderBase
 
 PCA_PREFIX = "pca_"
 
@@ -95,7 +96,9 @@ class ResultsJSON(pl.Callback):
     ) -> None:
         if not trainer.is_global_zero:
             return
-        ae, pca = split_ae_and_pca(test_metrics)
+        model_metrics, pca = split_ae_and_pca(test_metrics)
+        # "ae" for an autoencoder, "model" for anything else (the classifier), beside "pca".
+        table = "ae" if isinstance(pl_module, AutoencoderBase) else "model"
         timings = dict(self.timings)
         for callback in trainer.callbacks:
             if isinstance(callback, EvaluationCallback):
@@ -107,7 +110,7 @@ class ResultsJSON(pl.Callback):
             "status": status,
             "model": type(pl_module).__name__,
             "code_dim": getattr(pl_module, "code_dim", None),
-            "ae": ae,
+            table: model_metrics,
             "pca": pca,
             "epochs": self.epochs,
             "last_epoch": self.fit_metrics,  # train/val loss of the last epoch (test uses the best checkpoint)

@@ -2,6 +2,7 @@
 
 from lightning_ae.models.autoencoder import Autoencoder
 from lightning_ae.models.base import AutoencoderBase
+from lightning_ae.models.classifier import Classifier
 from lightning_ae.models.conv import ConvAutoencoder
 
-__all__ = ["Autoencoder", "AutoencoderBase", "ConvAutoencoder"]
+__all__ = ["Autoencoder", "AutoencoderBase", "Classifier", "ConvAutoencoder"]

@@ -28,6 +28,9 @@ class Autoencoder(AutoencoderBase):
         decoder_activation: of the decoder's hidden layers.
         loss: "bce" or "mse", against the target in [0, 1].
         input_shape: linked from the data by the CLI; flat or image inputs both work.
+        output_activation: "sigmoid" for pixels in [0, 1] (the default); "tanh" or "linear"
+            (with loss "mse") to reconstruct other ranges, e.g. the codes of a tanh or ReLU
+            layer in layer-wise pre-training.
     """
 
     def __init__(
@@ -41,8 +44,9 @@ class Autoencoder(AutoencoderBase):
         optimizer: OptimizerFactory = sgd_lr1,
         scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
         input_shape: tuple[int, ...] = (784,),
+        output_activation: str = "sigmoid",
     ) -> None:
-        super().__init__(input_shape, check_code_dim(code_dim), loss, optimizer, scheduler)
+        super().__init__(input_shape, check_code_dim(code_dim), loss, optimizer, scheduler, output_activation)
         hidden_dims = list(hidden_dims or [])
         for size in hidden_dims:
             check_code_dim(size, "hidden_dims")
@@ -67,5 +71,5 @@ class Autoencoder(AutoencoderBase):
         decoder: list[nn.Module] = []
         for n_in, n_out in zip(back[:-1], back[1:], strict=True):
             decoder += [nn.Linear(n_in, n_out), make_activation(decoder_activation, "decoder_activation")]
-        decoder.append(nn.Linear(back[-1], self.input_dim))  # logits; the sigmoid is applied in decode()
+        decoder.append(nn.Linear(back[-1], self.input_dim))  # pre-activation; the output activation is in decode()
         self.decoder = nn.Sequential(*decoder)

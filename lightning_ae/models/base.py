@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ae.models.layers import check_loss
+from lightning_ae.models.layers import check_loss, check_output
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -36,12 +36,15 @@ class AutoencoderBase(pl.LightningModule):
         loss: str,
         optimizer: OptimizerFactory,
         scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None,
+        output_activation: str = "sigmoid",
     ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.input_dim = math.prod(self.input_shape)
         self.code_dim = code_dim
         self.loss_name = check_loss(loss)
+        check_output(output_activation, loss)
+        self.output_activation = output_activation
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
 
@@ -53,8 +56,13 @@ class AutoencoderBase(pl.LightningModule):
         return self.decoder(code).view(-1, *self.input_shape)
 
     def decode(self, code: Tensor) -> Tensor:
-        """Reconstructions in [0, 1], shaped like the inputs."""
-        return torch.sigmoid(self.decode_logits(code))
+        """Reconstructions shaped like the inputs: in [0, 1] with the default sigmoid output."""
+        return self.activate_output(self.decode_logits(code))
+
+    def activate_output(self, logits: Tensor) -> Tensor:
+        if self.output_activation == "sigmoid":
+            return torch.sigmoid(logits)
+        return torch.tanh(logits) if self.output_activation == "tanh" else logits
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
@@ -63,7 +71,7 @@ class AutoencoderBase(pl.LightningModule):
         # BCE from logits: the same value as BCE on the sigmoid output, without its log(0) problems.
         if self.loss_name == "bce":
             return F.binary_cross_entropy_with_logits(logits, target)
-        return F.mse_loss(torch.sigmoid(logits), target)
+        return F.mse_loss(self.activate_output(logits), target)
 
     def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
         inputs, target, _ = batch
@@ -80,17 +88,13 @@ class AutoencoderBase(pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         inputs, target, _ = batch
         logits = self.decode_logits(self.encode(inputs))
-        recon = torch.sigmoid(logits)
         n = len(inputs)
-        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").view(n, -1)
-        mse = (recon - target).pow(2).view(n, -1)
+        mse = (self.activate_output(logits) - target).pow(2).view(n, -1)
         # "per_pixel": mean over pixels and images; "per_image": summed over the 784 pixels, mean over images.
-        metrics = {
-            "test/bce_per_pixel": bce.mean(),
-            "test/bce_per_image": bce.sum(dim=1).mean(),
-            "test/mse_per_pixel": mse.mean(),
-            "test/mse_per_image": mse.sum(dim=1).mean(),
-        }
+        metrics = {"test/mse_per_pixel": mse.mean(), "test/mse_per_image": mse.sum(dim=1).mean()}
+        if self.output_activation == "sigmoid":  # BCE scores probabilities only
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").view(n, -1)
+            metrics.update({"test/bce_per_pixel": bce.mean(), "test/bce_per_image": bce.sum(dim=1).mean()})
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
@@ -121,7 +125,7 @@ class AutoencoderBase(pl.LightningModule):
                         rows.append((name, tuple(x.shape[1:]), f"{params:,} params" if params else ""))
                 if part == "encoder":
                     rows.append(("code", tuple(x.shape[1:]), f"{x[0].numel()} numbers"))
-        rows.append(("output (sigmoid)", tuple(x.shape[1:]), ""))
+        rows.append((f"output ({self.output_activation})", tuple(x.shape[1:]), ""))
         width = max(len(name) for name, _, _ in rows)
         return "\n".join(f"{name:{width}s}  {str(shape):14s} {note}".rstrip() for name, shape, note in rows)
 

@@ -11,6 +11,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "linear": nn.Identity,
 }
 LOSSES = ("bce", "mse")
+OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "linear")
 
 
 def activation(name: str, parameter: str = "activation") -> nn.Module:
@@ -31,3 +32,16 @@ def check_code_dim(code_dim: int, parameter: str = "code_dim") -> int:
         meaning = " (the code dimension d')" if parameter == "code_dim" else ""
         raise ValueError(f"{parameter}={code_dim!r} is not valid; valid: a positive integer{meaning}.")
     return code_dim
+
+
+def check_output(output_activation: str, loss: str) -> None:
+    """The output activation must produce what the loss scores: BCE needs probabilities (a sigmoid)."""
+    if output_activation not in OUTPUT_ACTIVATIONS:
+        raise ValueError(
+            f"output_activation={output_activation!r} is not valid; valid values: {list(OUTPUT_ACTIVATIONS)}."
+        )
+    if loss == "bce" and output_activation != "sigmoid":
+        raise ValueError(
+            f"loss='bce' needs output_activation='sigmoid' (BCE scores values in (0, 1)); "
+            f"with output_activation={output_activation!r} use loss='mse'."
+        )

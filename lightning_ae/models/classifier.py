@@ -1,0 +1,134 @@
+"""The MLP classifier of homework 2.4: 784-1000-1000-10, softmax output, categorical cross-entropy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_ae.models.base import OptimizerFactory
+from lightning_ae.models.layers import activation as make_activation
+from lightning_ae.models.layers import check_code_dim
+
+
+def sgd_momentum(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The homework's optimizer for the classifier: SGD, learning rate 0.01, momentum 0.9."""
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
+class Classifier(pl.LightningModule):
+    """input -> hidden_dims (with `activation`) -> num_classes, trained with softmax cross-entropy.
+
+    The loss is `F.cross_entropy` on the logits: softmax plus categorical cross-entropy,
+    the negative log-probability of the true class. (The homework's fine-tuning snippet
+    compiles the softmax model with binary cross-entropy, which scores the 10 outputs as
+    10 independent yes/no questions; with a softmax they are not independent, and Keras
+    then also reports a per-output "binary accuracy" near 90% for a useless model.)
+
+    `freeze_hidden=True` trains only the output layer on top of fixed hidden layers
+    (homework 2.4b "before fine-tuning"). `load_hidden_layers` copies pre-trained
+    encoder layers in.
+
+    Logged: `train/loss`, `val/loss`, `val/acc`, `val/error`, and at test `test/acc`,
+    `test/error`, `test/loss`.
+    """
+
+    def __init__(
+        self,
+        hidden_dims: list[int] | None = None,
+        activation: str = "sigmoid",
+        num_classes: int = 10,
+        freeze_hidden: bool = False,
+        optimizer: OptimizerFactory = sgd_momentum,
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+        input_shape: tuple[int, ...] = (784,),
+    ) -> None:
+        super().__init__()
+        hidden_dims = [1000, 1000] if hidden_dims is None else list(hidden_dims)
+        for size in hidden_dims:
+            check_code_dim(size, "hidden_dims")
+        check_code_dim(num_classes, "num_classes")
+        make_activation(activation, "activation")
+        if freeze_hidden and not hidden_dims:
+            raise ValueError("freeze_hidden=True needs at least one hidden layer; hidden_dims is empty.")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.input_shape = tuple(input_shape)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        sizes = [math.prod(self.input_shape), *hidden_dims]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), make_activation(activation, "activation")]
+        self.hidden = nn.Sequential(*layers)
+        self.output = nn.Linear(sizes[-1], num_classes)  # logits; softmax is inside the loss
+        self.freeze_hidden = freeze_hidden
+        self.hidden.requires_grad_(not freeze_hidden)
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+
+    @property
+    def hidden_linears(self) -> list[nn.Linear]:
+        return [m for m in self.hidden if isinstance(m, nn.Linear)]
+
+    def load_hidden_layers(self, layers: Sequence[nn.Linear]) -> None:
+        """Copy the weights and biases of pre-trained encoder layers into the hidden layers, in order."""
+        own = self.hidden_linears
+        if len(layers) != len(own):
+            raise ValueError(f"{len(layers)} pre-trained layers given for {len(own)} hidden layers.")
+        with torch.no_grad():
+            for number, (source, target) in enumerate(zip(layers, own, strict=True), start=1):
+                if source.weight.shape != target.weight.shape:
+                    raise ValueError(
+                        f"pre-trained layer {number} has shape {tuple(source.weight.shape)}; hidden layer "
+                        f"{number} needs {tuple(target.weight.shape)} (out, in)."
+                    )
+                target.weight.copy_(source.weight)
+                target.bias.copy_(source.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits, shape (N, num_classes)."""
+        return self.output(self.hidden(x))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The last hidden layer: what the evaluation callbacks (kNN, t-SNE) look at."""
+        return self.hidden(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        inputs, _, labels = batch
+        loss = F.cross_entropy(self(inputs), labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(inputs))
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
+        inputs, _, labels = batch
+        logits = self(inputs)
+        accuracy.update(logits.argmax(dim=1), labels)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=len(inputs))
+        self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=stage == "val")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_accuracy)
+
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_accuracy)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/error", 1.0 - self.val_accuracy.compute())
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/error", 1.0 - self.test_accuracy.compute())
+
+    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        inputs, _, labels = batch
+        logits = self(inputs)
+        return {"probabilities": logits.softmax(dim=1), "prediction": logits.argmax(dim=1), "label": labels}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

@@ -1,0 +1,254 @@
+"""Greedy layer-wise pre-training with fine-tuning (homework 2.4), as one resumable pipeline.
+
+Stages, each a Lightning run with its own TensorBoard log, checkpoints and `results.json`
+under `output_dir/<stage>/`:
+
+1. `layer1` ... `layerL`: one basic AE per hidden layer. The first reconstructs the images;
+   each next one the codes of the layer below, computed once with the trained encoder
+   (not per batch). The output activation and loss fit the range of what is
+   reconstructed: images and sigmoid codes are in (0, 1): sigmoid output and BCE; tanh
+   codes are in (-1, 1): tanh output and MSE (BCE is undefined outside [0, 1], and
+   rescaling to (0, 1) would only hide the same squared-error fit); ReLU codes are in
+   [0, inf): linear output and MSE.
+2. `frozen`: the classifier built from the trained encoders plus a fresh softmax layer;
+   only the softmax layer trains (the homework's "before fine-tuning").
+3. `finetune`: the same start (trained encoders, a fresh softmax layer, the same seed),
+   every layer trains.
+
+A stage whose `results.json` says it was tested is skipped when the pipeline runs again
+(its best checkpoint is loaded instead); an interrupted stage resumes from its
+`last.ckpt`. `output_dir/pipeline.json` holds the config that made the stages: running
+another config into the same folder is refused, so results of different configs never mix.
+No pre-training (homework 2.4a) is `configs/classifier.yaml`, a plain `lightning-ae fit`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from lightning_ae.callbacks import ResultsJSON
+from lightning_ae.data import MNISTDataModule
+from lightning_ae.data.tensors import TensorDataModule
+from lightning_ae.files import write_json
+from lightning_ae.models import Autoencoder, Classifier
+from lightning_ae.models.base import OptimizerFactory
+from lightning_ae.models.classifier import sgd_momentum
+from lightning_ae.models.layers import ACTIVATIONS
+
+log = logging.getLogger(__name__)
+
+# What each activation's codes range over, and the output activation and loss that fit it.
+RECONSTRUCTION = {"sigmoid": ("sigmoid", "bce"), "tanh": ("tanh", "mse"), "relu": ("linear", "mse")}
+RECONSTRUCTION["linear"] = ("linear", "mse")
+
+
+@dataclass
+class Stage:
+    """How one kind of stage trains."""
+
+    epochs: int = 20
+    batch_size: int = 25
+    optimizer: OptimizerFactory = field(default=sgd_momentum)
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}={value!r} is not valid; valid: a positive integer.")
+
+
+class LayerwisePretraining:
+    """The pipeline; `run()` runs (or resumes) every stage and returns the test metrics of `frozen` and `finetune`.
+
+    Args:
+        activation: of every hidden layer (sigmoid, tanh, relu).
+        hidden_dims: the classifier's hidden layers (the homework's 784-1000-1000-10).
+        layers: how each layer's autoencoder trains.
+        frozen: how the softmax layer trains on the frozen pre-trained layers.
+        finetune: how the whole network is fine-tuned.
+        dataset, val_size, train_subset, seed: the data, as in MNISTDataModule.
+        output_dir: where the stages go.
+        accelerator, devices: passed to every stage's Trainer.
+    """
+
+    def __init__(
+        self,
+        activation: str = "sigmoid",
+        hidden_dims: list[int] | None = None,
+        layers: Stage | None = None,
+        frozen: Stage | None = None,
+        finetune: Stage | None = None,
+        dataset: str = "mnist",
+        val_size: int = 5000,
+        train_subset: int | None = None,
+        seed: int = 0,
+        output_dir: str = "lightning_logs/pretrain",
+        accelerator: str = "auto",
+        devices: int | str = 1,
+        resolved_config: dict[str, Any] | None = None,
+    ) -> None:
+        if activation not in RECONSTRUCTION or activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not valid; valid values: {sorted(RECONSTRUCTION)}.")
+        hidden_dims = [1000, 1000] if hidden_dims is None else list(hidden_dims)
+        if not hidden_dims:
+            raise ValueError("hidden_dims is empty: layer-wise pre-training needs at least one hidden layer.")
+        for size in hidden_dims:
+            _positive("hidden_dims", size)
+        self.layers, self.frozen, self.finetune = layers or Stage(epochs=10), frozen or Stage(), finetune or Stage()
+        for name, stage in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune)):
+            _positive(f"{name}.epochs", stage.epochs)
+            _positive(f"{name}.batch_size", stage.batch_size)
+        self.activation, self.hidden_dims = activation, hidden_dims
+        self.data_args = {"dataset": dataset, "val_size": val_size, "train_subset": train_subset, "seed": seed}
+        self.seed, self.output_dir = seed, Path(output_dir)
+        self.accelerator, self.devices = accelerator, devices
+        # The config that defines the results (for pipeline.json and each stage's results.json).
+        self.config = resolved_config or {
+            "activation": activation,
+            "hidden_dims": hidden_dims,
+            **self.data_args,
+            **{
+                name: {"epochs": s.epochs, "batch_size": s.batch_size, "optimizer": repr(s.optimizer)}
+                for name, s in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune))
+            },
+        }
+        self.datamodule = MNISTDataModule(**self.data_args)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _claim_output_dir(self) -> None:
+        """Refuse to mix: the folder's stages must come from this same config."""
+        record = self.output_dir / "pipeline.json"
+        defining = {k: v for k, v in self.config.items() if k not in ("accelerator", "devices", "output_dir")}
+        if record.exists():
+            previous = json.loads(record.read_text()).get("config", {})
+            differing = sorted(k for k in set(previous) | set(defining) if previous.get(k) != defining.get(k))
+            if differing:
+                details = "; ".join(f"{k}: {previous.get(k)!r} there, {defining.get(k)!r} now" for k in differing)
+                raise ValueError(
+                    f"output_dir {self.output_dir} holds stages of another pipeline config ({details}). "
+                    "Choose another --output_dir, or delete that folder to start over."
+                )
+        else:
+            write_json(record, {"config": defining})
+
+    @staticmethod
+    def _finished(stage_dir: Path) -> dict[str, Any] | None:
+        try:
+            results = json.loads((stage_dir / "results.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return results if results.get("status") == "tested" else None
+
+    def _trainer(self, name: str, epochs: int, results: ResultsJSON) -> pl.Trainer:
+        return pl.Trainer(
+            max_epochs=epochs,
+            accelerator=self.accelerator,
+            devices=self.devices,
+            logger=TensorBoardLogger(self.output_dir, name=name, version=""),
+            callbacks=[
+                ModelCheckpoint(
+                    monitor="val/loss", save_last=True, filename="best-epoch{epoch}", auto_insert_metric_name=False
+                ),
+                results,
+                TQDMProgressBar(refresh_rate=50),
+            ],
+            enable_model_summary=False,
+        )
+
+    def _load(self, model: pl.LightningModule, checkpoint: str, stage: str) -> None:
+        # Only tensors are read (weights_only): a checkpoint cannot run code when loaded.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"stage {stage!r}: its checkpoint {checkpoint} does not fit this pipeline's {type(model).__name__} "
+                f"({str(err).splitlines()[0]}). Delete {self.output_dir / stage} to retrain it."
+            ) from err
+
+    def run_stage(self, name: str, model: pl.LightningModule, datamodule: pl.LightningDataModule, stage: Stage) -> dict:
+        """Train and test one stage, or load it when it already finished; returns its results."""
+        stage_dir = self.output_dir / name
+        finished = self._finished(stage_dir)
+        if finished is not None:
+            log.info("Stage %s finished before; loading %s", name, finished["best_checkpoint"])
+            self._load(model, finished["best_checkpoint"], name)
+            return finished
+        results = ResultsJSON()
+        results.config = {"pipeline": self.config, "stage": name}
+        trainer = self._trainer(name, stage.epochs, results)
+        last = stage_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            log.info("Stage %s was interrupted; resuming from %s", name, last)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        trainer.test(model, datamodule=datamodule, ckpt_path="best")
+        return json.loads((stage_dir / "results.json").read_text())
+
+    # -- the stages ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _codes(self, encoder: nn.Module, inputs: Tensor, batch_size: int = 2000) -> Tensor:
+        encoder.eval()
+        return torch.cat([encoder(chunk) for chunk in inputs.split(batch_size)])
+
+    def pretrain_layers(self) -> list[nn.Linear]:
+        """Train one autoencoder per hidden layer; the trained encoder layers, first to last."""
+        self.datamodule.setup()
+        splits = {
+            s: (self.datamodule.split(s).images, self.datamodule.split(s).labels) for s in ("train", "val", "test")
+        }
+        encoders: list[nn.Linear] = []
+        input_range = "sigmoid"  # the images are in [0, 1], like sigmoid codes
+        for number, size in enumerate(self.hidden_dims, start=1):
+            output_activation, loss = RECONSTRUCTION[input_range]
+            pl.seed_everything(self.seed + number, verbose=False)
+            model = Autoencoder(
+                code_dim=size,
+                hidden_dims=[],
+                activation=self.activation,
+                loss=loss,
+                output_activation=output_activation,
+                optimizer=self.layers.optimizer,
+                input_shape=(splits["train"][0].shape[1],),
+            )
+            data = TensorDataModule(splits, self.datamodule.class_names, self.layers.batch_size, seed=self.seed)
+            self.run_stage(f"layer{number}", model, data, self.layers)
+            encoders.append(next(m for m in model.encoder if isinstance(m, nn.Linear)))
+            # The next layer learns from these codes, computed once with the trained encoder.
+            splits = {s: (self._codes(model.encoder, x), y) for s, (x, y) in splits.items()}
+            input_range = self.activation
+        return encoders
+
+    def classifier_stage(self, name: str, encoders: list[nn.Linear], stage: Stage, freeze: bool) -> dict:
+        pl.seed_everything(self.seed, verbose=False)  # the same fresh softmax layer for both stages
+        classifier = Classifier(
+            hidden_dims=self.hidden_dims, activation=self.activation, freeze_hidden=freeze, optimizer=stage.optimizer
+        )
+        classifier.load_hidden_layers(encoders)
+        data = MNISTDataModule(**self.data_args, batch_size=stage.batch_size)
+        return self.run_stage(name, classifier, data, stage)
+
+    def run(self) -> dict[str, Any]:
+        self._claim_output_dir()
+        encoders = self.pretrain_layers()
+        summary: dict[str, Any] = {"config": self.config, "stages": {}}
+        for name, stage, freeze in (("frozen", self.frozen, True), ("finetune", self.finetune, False)):
+            results = self.classifier_stage(name, encoders, stage, freeze)
+            summary["stages"][name] = {
+                "test/acc": results["model"].get("test/acc"),
+                "test/error": results["model"].get("test/error"),
+                "epochs": results["epochs"],
+                "fit_seconds": results["timings"].get("fit_seconds"),
+            }
+        write_json(self.output_dir / "results.json", summary)
+        return summary
