@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train tensorboard lint bench clean
+.PHONY: help install test train denoise similarity pretrain tensorboard lint bench clean
 
 # TensorBoard listens on the loopback interface only; TB_HOST=0.0.0.0 exposes it to the network on purpose.
 LOGDIR  ?= lightning_logs
@@ -28,6 +28,17 @@ test: $(STAMP) ## Run the test suite on the bundled MNIST (about 80 s on 2 cores
 
 train: $(STAMP) ## Train the basic AE (configs/basic_ae.yaml, the homework's setting), test it, evaluate it; logs in lightning_logs/
 	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml $(ARGS)
+
+denoise: $(STAMP) ## Denoising AE, masking noise (configs/denoising_ae.yaml); run `make train` first for the plain-AE reference
+	$(BIN)/lightning-ae fit --config configs/denoising_ae.yaml $(ARGS)
+
+similarity: $(STAMP) ## Similarity reconstruction (configs/similarity_ae.yaml)
+	$(BIN)/lightning-ae fit --config configs/similarity_ae.yaml $(ARGS)
+
+ACT ?= sigmoid
+pretrain: $(STAMP) ## Homework 2.4 for ACT=sigmoid|tanh|relu: classifier without pre-training, then the layer-wise pipeline
+	$(BIN)/lightning-ae fit --config configs/classifier.yaml --model.init_args.activation $(ACT) $(ARGS)
+	$(BIN)/lightning-ae pretrain --config configs/pretrain_$(ACT).yaml
 
 tensorboard: $(STAMP) ## Open TensorBoard on lightning_logs/ at http://127.0.0.1:6006 (scalars, images, projector)
 	$(BIN)/tensorboard --logdir $(LOGDIR) --host $(TB_HOST) --port $(TB_PORT)

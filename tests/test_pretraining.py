@@ -1,0 +1,145 @@
+"""Classifier and greedy layer-wise pre-training (homework 2.4) on a tiny real pipeline."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lightning_ae.models import Autoencoder, Classifier
+from lightning_ae.pretraining import LayerwisePretraining, Stage
+
+HIDDEN = [48, 24]
+
+
+def tiny_pipeline(output_dir, activation: str = "tanh", hidden=HIDDEN) -> LayerwisePretraining:
+    adam = partial(torch.optim.Adam, lr=3e-3)
+    return LayerwisePretraining(
+        activation=activation,
+        hidden_dims=hidden,
+        layers=Stage(epochs=2, batch_size=50, optimizer=adam),
+        frozen=Stage(epochs=2, batch_size=50, optimizer=adam),
+        finetune=Stage(epochs=2, batch_size=50, optimizer=adam),
+        train_subset=1000,
+        output_dir=str(output_dir),
+    )
+
+
+def state(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def best(output_dir, stage: str) -> dict[str, torch.Tensor]:
+    results = json.loads((output_dir / stage / "results.json").read_text())
+    return state(results["best_checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("pretrain")
+    summary = tiny_pipeline(output_dir).run()
+    return output_dir, summary
+
+
+def test_classifier_receives_the_encoder_weights_exactly():
+    encoders = [Autoencoder(code_dim=48, activation="tanh"), Autoencoder(code_dim=24, input_shape=(48,))]
+    layers = [ae.encoder[1] for ae in encoders]
+    classifier = Classifier(hidden_dims=HIDDEN, activation="tanh")
+    classifier.load_hidden_layers(layers)
+    for source, target in zip(layers, classifier.hidden_linears, strict=True):
+        assert torch.equal(source.weight, target.weight) and torch.equal(source.bias, target.bias)
+    with pytest.raises(ValueError, match=r"pre-trained layer 1 has shape \(24, 784\); hidden layer 1 needs"):
+        Classifier(hidden_dims=[48, 24]).load_hidden_layers([Autoencoder(code_dim=24).encoder[1], layers[1]])
+
+
+def test_pipeline_reports_frozen_and_finetuned_test_accuracy(pipeline_run):
+    output_dir, summary = pipeline_run
+    assert set(summary["stages"]) == {"frozen", "finetune"}
+    for row in summary["stages"].values():
+        assert 0.1 < row["test/acc"] <= 1 and row["test/error"] == pytest.approx(1 - row["test/acc"])
+    assert json.loads((output_dir / "results.json").read_text())["stages"] == summary["stages"]
+    for stage in ("layer1", "layer2", "frozen", "finetune"):
+        assert json.loads((output_dir / stage / "results.json").read_text())["status"] == "tested"
+
+
+def test_layer_two_learns_the_codes_of_layer_one_with_a_fitting_output(pipeline_run):
+    output_dir, _ = pipeline_run
+    layer1 = json.loads((output_dir / "layer1" / "results.json").read_text())
+    layer2 = json.loads((output_dir / "layer2" / "results.json").read_text())
+    # tanh codes are in (-1, 1): layer 2 reconstructs them with a tanh output and MSE, so no BCE is reported.
+    assert "test/bce_per_pixel" in layer1["ae"] and "test/bce_per_pixel" not in layer2["ae"]
+    assert state(layer2["best_checkpoint"])["encoder.1.weight"].shape == (24, 48)
+
+
+def test_frozen_stage_leaves_the_pretrained_layers_unchanged_and_trains_the_softmax(pipeline_run):
+    output_dir, _ = pipeline_run
+    layer1, layer2, frozen = best(output_dir, "layer1"), best(output_dir, "layer2"), best(output_dir, "frozen")
+    assert torch.equal(frozen["hidden.1.weight"], layer1["encoder.1.weight"])
+    assert torch.equal(frozen["hidden.1.bias"], layer1["encoder.1.bias"])
+    assert torch.equal(frozen["hidden.3.weight"], layer2["encoder.1.weight"])
+    pl.seed_everything(0, verbose=False)
+    fresh = Classifier(hidden_dims=HIDDEN, activation="tanh")
+    assert not torch.equal(frozen["output.weight"], fresh.output.weight)
+
+
+def test_finetuned_stage_changes_the_pretrained_layers(pipeline_run):
+    output_dir, _ = pipeline_run
+    layer1, finetune = best(output_dir, "layer1"), best(output_dir, "finetune")
+    assert not torch.equal(finetune["hidden.1.weight"], layer1["encoder.1.weight"])
+
+
+def test_running_again_skips_finished_stages_and_resumes_an_interrupted_one(pipeline_run):
+    output_dir, summary = pipeline_run
+    files = {stage: output_dir / stage / "results.json" for stage in ("layer1", "layer2", "frozen", "finetune")}
+    before = {stage: path.stat().st_mtime_ns for stage, path in files.items()}
+    finetune_steps = json.loads(files["finetune"].read_text())["global_step"]
+    files["finetune"].unlink()  # as if killed after training, before its test finished
+    again = tiny_pipeline(output_dir).run()
+    for stage in ("layer1", "layer2", "frozen"):
+        assert files[stage].stat().st_mtime_ns == before[stage], f"{stage} ran again"
+    resumed = json.loads(files["finetune"].read_text())
+    assert resumed["global_step"] == finetune_steps  # resumed from last.ckpt at the end: no step repeated
+    assert again["stages"]["frozen"] == summary["stages"]["frozen"]
+    assert again["stages"]["finetune"]["test/acc"] == pytest.approx(summary["stages"]["finetune"]["test/acc"])
+
+
+def test_another_config_in_the_same_folder_is_refused(pipeline_run):
+    output_dir, _ = pipeline_run
+    with pytest.raises(ValueError, match=r"holds stages of another pipeline config \(hidden_dims: \[48, 24\] there"):
+        tiny_pipeline(output_dir, hidden=[40, 24]).run()
+
+
+def test_a_stage_checkpoint_of_another_shape_is_a_clear_error(pipeline_run, tmp_path):
+    output_dir, _ = pipeline_run
+    pipeline = tiny_pipeline(tmp_path)
+    with pytest.raises(ValueError, match=r"stage 'layer1': its checkpoint .* does not fit .* Delete"):
+        pipeline._load(
+            Autoencoder(code_dim=10),
+            json.loads((output_dir / "layer1" / "results.json").read_text())["best_checkpoint"],
+            "layer1",
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden_dims": []}, r"hidden_dims is empty: layer-wise pre-training needs at least one hidden layer"),
+        ({"activation": "softplus"}, r"activation='softplus' is not valid"),
+        ({"hidden_dims": [100, 0]}, r"hidden_dims=0 is not valid"),
+        ({"frozen": Stage(epochs=0)}, r"frozen.epochs=0 is not valid"),
+    ],
+)
+def test_bad_pipeline_settings_are_refused(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LayerwisePretraining(output_dir=str(tmp_path), **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_classifier_bad_input():
+    with pytest.raises(ValueError, match=r"freeze_hidden=True needs at least one hidden layer"):
+        Classifier(hidden_dims=[], freeze_hidden=True)
+    with pytest.raises(ValueError, match=r"activation='swish' is not a known activation"):
+        Classifier(activation="swish")
