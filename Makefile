@@ -48,7 +48,7 @@ lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff format --check lightning_ae tests benchmarks
 
 bench: $(STAMP) ## Run the benchmarks in benchmarks/ and print their tables
-	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean: ## Remove the venv, caches, logs and build outputs (not the bundled data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info lightning_logs benchmarks/results

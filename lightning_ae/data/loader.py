@@ -119,15 +119,20 @@ class EpochBatchSampler:
 
 
 class InMemoryLoader:
-    """An iterable of `(input, target, label)` batches over a `SplitData`."""
+    """An iterable of `(input, target, label)` batches over a `SplitData`.
 
-    def __init__(self, split: SplitData, sampler: EpochBatchSampler) -> None:
+    With `group > 1` it yields lists of up to `group` consecutive batches instead (for
+    `GroupedSteps` models: one Lightning step, one optimizer update per batch).
+    """
+
+    def __init__(self, split: SplitData, sampler: EpochBatchSampler, group: int = 1) -> None:
         self.split = split
         self.sampler = sampler  # the name Lightning looks for when it calls set_epoch
         self.batch_sampler = None  # Lightning inspects it; batching is the sampler's job here
+        self.group = group
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return math.ceil(len(self.sampler) / self.group)
 
     def __iter__(self) -> Iterator[Batch]:
         sampler = self.sampler
@@ -135,5 +140,31 @@ class InMemoryLoader:
         if self.split.corruption is not None and self.split.fixed_inputs is None:
             # Fresh noise for every batch, reproducible per (seed, epoch, rank).
             noise = torch.Generator().manual_seed(derive_seed(sampler.seed, sampler.epoch, sampler.rank, 1))
+        if self.group == 1:
+            for index in sampler:
+                yield self.split.batch(index, noise)
+            return
+        group: list[Batch] = []
         for index in sampler:
-            yield self.split.batch(index, noise)
+            group.append(self.split.batch(index, noise))
+            if len(group) == self.group:
+                yield group
+                group = []
+        if group:
+            yield group
+
+
+GROUP_IMAGES = 1024  # images per Lightning step when batches are grouped automatically
+
+
+def group_size(batch_size: int, group_batches: int | None, model: object) -> int:
+    """How many training batches go to the model per Lightning step.
+
+    Only a model that declares `accepts_batch_groups` (see `lightning_ae.models.steps`)
+    gets groups; `group_batches=None` picks enough batches for about `GROUP_IMAGES` images.
+    """
+    if not getattr(model, "accepts_batch_groups", False):
+        return 1
+    if group_batches is not None:
+        return group_batches
+    return max(1, GROUP_IMAGES // batch_size)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ae.models.layers import check_loss, check_output
+from lightning_ae.models.steps import GroupedSteps
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -25,7 +25,7 @@ def sgd_lr1(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=1.0)
 
 
-class AutoencoderBase(pl.LightningModule):
+class AutoencoderBase(GroupedSteps):
     encoder: nn.Module
     decoder: nn.Module
 
@@ -79,8 +79,9 @@ class AutoencoderBase(pl.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(inputs))
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+    def training_loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        inputs, target, _ = batch
+        return self.reconstruction_loss(self.decode_logits(self.encode(inputs)), target)
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_ae.models.base import OptimizerFactory
 from lightning_ae.models.layers import activation as make_activation
 from lightning_ae.models.layers import check_code_dim
+from lightning_ae.models.steps import GroupedSteps
 
 
 def sgd_momentum(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -21,7 +21,7 @@ def sgd_momentum(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
 
-class Classifier(pl.LightningModule):
+class Classifier(GroupedSteps):
     """input -> hidden_dims (with `activation`) -> num_classes, trained with softmax cross-entropy.
 
     The loss is `F.cross_entropy` on the logits: softmax plus categorical cross-entropy,
@@ -97,11 +97,9 @@ class Classifier(pl.LightningModule):
         """The last hidden layer: what the evaluation callbacks (kNN, t-SNE) look at."""
         return self.hidden(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         inputs, _, labels = batch
-        loss = F.cross_entropy(self(inputs), labels)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(inputs))
-        return loss
+        return F.cross_entropy(self(inputs), labels)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
         inputs, _, labels = batch

@@ -1,0 +1,386 @@
+"""`make bench`: lightning-ae against its references, side by side in one process, one table.
+
+Sections (each row: lightning-ae, the reference, their ratio, the target):
+
+- trainer: one epoch of the basic AE 784-32-784 (sigmoid, BCE, SGD lr 1.0) on the 55,000
+  training images at batch 32 and 256, `Trainer.fit` as the CLI sets it up (TensorBoard
+  logger, checkpoint, no progress bar, no validation) against a plain PyTorch loop over the
+  same batches in the same order; both end at the same weights (checked).
+- compute: achieved training FLOP/s of the deep AE 784-1000-500-250-32 at batch 256 and of
+  the classifier 784-1000-1000-10 at batch 25, over the FLOP/s of a 2048x2048 float32
+  matrix product measured in the same run.
+- evaluation: kNN (k=10) of the 10,000 test codes against the 55,000 training codes at
+  d' = 2, 32, 784 (PCA codes), lightning-ae's `knn_predict` against sklearn's
+  `KNeighborsClassifier(10)` with its defaults (identical predictions, checked); PCA fit +
+  transform at d' = 2, 32, sklearn fresh against lightning-ae's cached fit; the whole
+  evaluation of a basic AE (kNN + PCA + reconstructions + projector) against its 50
+  epochs of training; t-SNE of 5,000 codes.
+- data: one epoch of batches from the DataModule against DataLoader(TensorDataset).
+- memory (with --memory): peak RSS of `lightning-ae fit --config configs/basic_ae.yaml`
+  for 2 epochs, in a subprocess.
+
+    python benchmarks/bench.py [--repeats 5] [--only trainer,compute,...] [--memory]
+
+Medians with min-max over interleaved repeats; written to benchmarks/results/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsClassifier
+
+from lightning_ae.callbacks import EmbeddingProjector, KNNEvaluator, PCABaseline, ReconstructionGrid, TSNEPlot
+from lightning_ae.data import MNISTDataModule
+from lightning_ae.data.loader import EpochBatchSampler
+from lightning_ae.evaluation.knn import knn_predict
+from lightning_ae.evaluation.pca import fit_pca
+from lightning_ae.models import Autoencoder, Classifier
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+ROWS: list[dict] = []
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def row(section: str, name: str, ours: list[float], reference: list[float] | None, unit: str, target: str, met) -> None:
+    entry = {"section": section, "name": name, "unit": unit, "ours": summary(ours), "target": target}
+    if reference is not None:
+        entry["reference"] = summary(reference)
+        entry["ratio"] = entry["ours"]["median"] / entry["reference"]["median"]
+    entry["met"] = met(entry) if callable(met) else met
+    ROWS.append(entry)
+    ref = f"{entry['reference']['median']:9.3f}" if reference is not None else f"{'':9s}"
+    ratio = f"{entry['ratio']:6.2f}" if reference is not None else f"{'':6s}"
+    status = {True: "met", False: "MISSED", None: ""}[entry["met"]]
+    print(
+        f"{section:10s} {name:46s} {entry['ours']['median']:9.3f} {ref} {ratio}  {unit:8s} {target:14s} {status}",
+        flush=True,
+    )
+
+
+def interleaved(functions: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):  # interleaved, so that machine noise hits all alike
+        for name, function in functions.items():
+            times[name].append(function())
+    return times
+
+
+# -- trainer overhead ----------------------------------------------------------------------------
+
+
+def plain_epoch(model: Autoencoder, datamodule: MNISTDataModule) -> None:
+    split = datamodule.split("train")
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    for index in EpochBatchSampler(len(split), datamodule.batch_size, True, datamodule.seed):
+        inputs, target, _ = split.batch(index)
+        loss = F.binary_cross_entropy_with_logits(model.decode_logits(model.encode(inputs)), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def lightning_epoch(model: pl.LightningModule, datamodule: pl.LightningDataModule, folder: str) -> pl.Trainer:
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=TensorBoardLogger(folder, name="bench"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    with contextlib.redirect_stderr(io.StringIO()):
+        trainer.fit(model, datamodule=datamodule)
+    return trainer
+
+
+def bench_trainer(repeats: int) -> float:
+    """Returns the median seconds of one lightning-ae epoch at batch 32 (for the evaluation budget)."""
+    epoch_32 = 0.0
+    for batch_size in (32, 256):
+        datamodule = MNISTDataModule(batch_size=batch_size)
+        datamodule.setup()
+        models = {}
+
+        def timed(kind: str, datamodule: MNISTDataModule = datamodule, models: dict = models) -> float:
+            torch.manual_seed(0)
+            model = Autoencoder(code_dim=32)
+            with tempfile.TemporaryDirectory() as folder:
+                start = time.perf_counter()
+                if kind == "plain":
+                    plain_epoch(model, datamodule)
+                else:
+                    lightning_epoch(model, datamodule, folder)
+                elapsed = time.perf_counter() - start
+            models[kind] = model
+            return elapsed
+
+        times = interleaved({"lightning": lambda: timed("lightning"), "plain": lambda: timed("plain")}, repeats)
+        for ours, theirs in zip(models["lightning"].parameters(), models["plain"].parameters(), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # the same updates
+        row(
+            "trainer",
+            f"basic AE epoch, batch {batch_size}: fit / plain loop",
+            times["lightning"],
+            times["plain"],
+            "s",
+            "ratio <= 1.10",
+            lambda e: e["ratio"] <= 1.10,
+        )
+        if batch_size == 32:
+            epoch_32 = statistics.median(times["lightning"])
+    return epoch_32
+
+
+# -- compute efficiency --------------------------------------------------------------------------
+
+
+def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def training_flops_per_image(model: torch.nn.Module) -> float:
+    """Forward 2*in*out per Linear layer; backward 4*in*out (weight and input gradients), 2*in*out for the first."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    total = 0.0
+    for number, layer in enumerate(linears):
+        macs = layer.in_features * layer.out_features
+        total += 2 * macs + (2 if number == 0 else 4) * macs
+    return total
+
+
+def bench_compute(repeats: int) -> None:
+    cases = {
+        "deep AE 784-1000-500-250-32, batch 256": (
+            lambda: Autoencoder(code_dim=32, hidden_dims=[1000, 500, 250], activation="relu", code_activation="linear"),
+            256,
+            256 * 60,
+        ),
+        "classifier 784-1000-1000-10, batch 25": (lambda: Classifier(), 25, 25 * 400),
+    }
+    for name, (build, batch_size, images) in cases.items():
+        datamodule = MNISTDataModule(batch_size=batch_size, train_subset=images)
+        datamodule.setup()
+        flops_per_image = training_flops_per_image(build())
+
+        def achieved(build=build, datamodule=datamodule, flops_per_image=flops_per_image, images=images) -> float:
+            torch.manual_seed(0)
+            model = build()
+            with tempfile.TemporaryDirectory() as folder:
+                start = time.perf_counter()
+                lightning_epoch(model, datamodule, folder)
+                return flops_per_image * images / (time.perf_counter() - start)
+
+        times = interleaved({"model": achieved, "matmul": matmul_flops}, repeats)
+        fraction = [m / p for m, p in zip(times["model"], times["matmul"], strict=True)]
+        row(
+            "compute",
+            f"{name}: GFLOP/s",
+            [v / 1e9 for v in times["model"]],
+            [v / 1e9 for v in times["matmul"]],
+            "GFLOP/s",
+            "ratio >= 0.70",
+            lambda e, fraction=fraction: statistics.median(fraction) >= 0.70,
+        )
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+def timed_call(function: Callable[[], object]) -> tuple[object, float]:
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def bench_evaluation(repeats: int, epoch_seconds: float) -> None:
+    datamodule = MNISTDataModule()
+    datamodule.setup()
+    train, test = datamodule.split("train"), datamodule.split("test")
+    train_x, test_x = train.images.numpy(), test.images.numpy()
+    for dim in (2, 32, 784):
+        if dim < 784:
+            pca = PCA(dim, random_state=0).fit(train_x)
+            train_codes, test_codes = (
+                pca.transform(train_x).astype(np.float32),
+                pca.transform(test_x).astype(np.float32),
+            )
+        else:
+            train_codes, test_codes = train_x, test_x
+        predictions = {}
+
+        def ours(train_codes=train_codes, test_codes=test_codes, predictions=predictions) -> float:
+            result, seconds = timed_call(
+                lambda: knn_predict(torch.from_numpy(train_codes), train.labels, torch.from_numpy(test_codes))
+            )
+            predictions["ours"] = result.numpy()
+            return seconds
+
+        def sklearn_knn(train_codes=train_codes, test_codes=test_codes, predictions=predictions) -> float:
+            result, seconds = timed_call(
+                lambda: KNeighborsClassifier(10).fit(train_codes, train.labels.numpy()).predict(test_codes)
+            )
+            predictions["sklearn"] = result
+            return seconds
+
+        times = interleaved({"ours": ours, "sklearn": sklearn_knn}, repeats if dim < 784 else max(1, repeats // 2))
+        assert np.array_equal(predictions["ours"], predictions["sklearn"]), f"kNN predictions differ at d'={dim}"
+        row(
+            "evaluation",
+            f"kNN 10,000 x 55,000, d'={dim}",
+            times["ours"],
+            times["sklearn"],
+            "s",
+            "ratio <= 1.00",
+            lambda e: e["ratio"] <= 1.0,
+        )
+
+    with tempfile.TemporaryDirectory() as cache:
+        for dim in (2, 32):
+            cache_file = Path(cache) / f"pca-{dim}.npz"
+            fit_pca(train_x, dim, cache_file)  # the first run fits and caches; later runs read it
+
+            def ours(dim=dim, cache_file=cache_file) -> float:
+                return timed_call(lambda: fit_pca(train_x, dim, cache_file)[0].transform(test_x))[1]
+
+            def fresh(dim=dim) -> float:
+                return timed_call(lambda: PCA(dim).fit(train_x).transform(test_x))[1]
+
+            times = interleaved({"ours": ours, "fresh": fresh}, repeats)
+            row(
+                "evaluation",
+                f"PCA fit + transform, d'={dim} (cached / fresh)",
+                times["ours"],
+                times["fresh"],
+                "s",
+                "ratio <= 1.00",
+                lambda e: e["ratio"] <= 1.0,
+            )
+
+        # The whole evaluation of a basic AE run, with the callbacks make train uses (t-SNE apart).
+        model = Autoencoder(code_dim=32)
+        with tempfile.TemporaryDirectory() as folder:
+            trainer = lightning_epoch(model, MNISTDataModule(train_subset=320), folder)
+            trainer.datamodule = datamodule
+            callbacks = {
+                "kNN": lambda: KNNEvaluator().evaluate(trainer, model, ("val", "test")),
+                "PCA": lambda: PCABaseline(cache_dir=cache).evaluate(trainer, model),
+                "reconstructions": lambda: ReconstructionGrid().grid(trainer, model),
+                "projector": lambda: EmbeddingProjector().on_test_end(trainer, model),
+            }
+            PCABaseline(cache_dir=cache).evaluate(trainer, model)  # fills the cache, as make train's first run
+            seconds = [sum(timed_call(c)[1] for c in callbacks.values()) for _ in range(max(1, repeats // 2))]
+            training = 50 * epoch_seconds
+            row(
+                "evaluation",
+                "kNN+PCA+reconstructions+projector / 50 epochs",
+                seconds,
+                [training],
+                "s",
+                "ratio < 0.10",
+                lambda e: e["ratio"] < 0.10,
+            )
+            codes = model.encode(test.images[:5000]).detach().double().numpy()
+            tsne = [timed_call(lambda: TSNEPlot().embed(codes))[1]]
+            row("evaluation", "t-SNE of 5,000 codes (sklearn)", tsne, None, "s", "measured", None)
+
+
+# -- data and memory -------------------------------------------------------------------------------
+
+
+def bench_data(repeats: int) -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    datamodule = MNISTDataModule(batch_size=32)
+    datamodule.setup()
+    split = datamodule.split("train")
+    ours = datamodule.train_dataloader()
+    baseline = DataLoader(TensorDataset(split.images, split.images, split.labels), batch_size=32, shuffle=True)
+
+    def epoch(loader) -> float:
+        return timed_call(lambda: sum(1 for _ in loader))[1]
+
+    times = interleaved({"ours": lambda: epoch(ours), "baseline": lambda: epoch(baseline)}, repeats)
+    row(
+        "data",
+        "epoch of batches, batch 32: DataModule / DataLoader",
+        times["ours"],
+        times["baseline"],
+        "s",
+        "ratio < 1.00",
+        lambda e: e["ratio"] < 1.0,
+    )
+
+
+def bench_memory() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "lightning_ae", "fit", "--config", str(REPO / "configs" / "basic_ae.yaml")]
+        command += ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=folder, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    row("memory", f"peak RSS, basic_ae.yaml 2 epochs ({seconds:.0f} s)", [peak_mib], None, "MiB", "measured", None)
+
+
+SECTIONS = ("trainer", "compute", "evaluation", "data", "memory")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", default="trainer,compute,evaluation,data", help=f"comma-separated: {SECTIONS}")
+    parser.add_argument("--memory", action="store_true", help="also measure the peak RSS of a 2-epoch make train")
+    args = parser.parse_args()
+    sections = set(args.only.split(",")) | ({"memory"} if args.memory else set())
+    if unknown := sections - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(unknown)}; valid: {SECTIONS}")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(f"lightning-ae benchmarks: {machine}; median of {args.repeats} interleaved repeats")
+    print(f"{'section':10s} {'what':46s} {'ours':>9s} {'reference':>9s} {'ratio':>6s}  {'unit':8s} {'target':14s}")
+    epoch_seconds = bench_trainer(args.repeats) if "trainer" in sections else 3.0
+    if "compute" in sections:
+        bench_compute(args.repeats)
+    if "evaluation" in sections:
+        bench_evaluation(args.repeats, epoch_seconds)
+    if "data" in sections:
+        bench_data(args.repeats)
+    if "memory" in sections:
+        bench_memory()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    from lightning_ae.files import write_json
+
+    write_json(RESULTS / "bench.json", {"machine": machine, "repeats": args.repeats, "rows": ROWS})
+    print(f"written: {RESULTS / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()

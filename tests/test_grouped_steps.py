@@ -1,0 +1,82 @@
+"""Grouped steps change the trainer's overhead, never the updates: the same weights as a plain PyTorch loop."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from lightning_ae.data import MNISTDataModule
+from lightning_ae.data.loader import EpochBatchSampler
+from lightning_ae.models import Autoencoder, Classifier
+
+
+def plain_loop(model: torch.nn.Module, datamodule: MNISTDataModule, epochs: int, loss_fn) -> None:
+    """The reference: one SGD update per batch, batches in the DataModule's seeded order."""
+    split = datamodule.split("train")
+    optimizer = model.optimizer_factory(model.parameters())
+    for epoch in range(epochs):
+        sampler = EpochBatchSampler(len(split), datamodule.batch_size, True, datamodule.seed)
+        sampler.set_epoch(epoch)
+        for index in sampler:
+            inputs, target, labels = split.batch(index)
+            loss = loss_fn(model, inputs, target, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def autoencoder_loss(model, inputs, target, labels):
+    return F.binary_cross_entropy_with_logits(model.decode_logits(model.encode(inputs)), target)
+
+
+def classifier_loss(model, inputs, target, labels):
+    return F.cross_entropy(model(inputs), labels)
+
+
+CASES = {
+    "basic_ae_sgd": (lambda: Autoencoder(code_dim=32), autoencoder_loss, 32),
+    "classifier_momentum": (lambda: Classifier(hidden_dims=[64, 32]), classifier_loss, 25),
+}
+
+
+@pytest.mark.parametrize("group_batches", [None, 1, 7])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_lightning_fit_reaches_the_plain_loops_weights(case, group_batches):
+    build, loss_fn, batch_size = CASES[case]
+    datamodule = MNISTDataModule(train_subset=1000, batch_size=batch_size, group_batches=group_batches)
+    datamodule.setup()
+    torch.manual_seed(0)
+    reference = build()
+    torch.manual_seed(0)
+    model = build()
+    plain_loop(reference, datamodule, 2, loss_fn)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    steps_per_epoch = -(-1000 // batch_size)
+    assert trainer.global_step == 2 * steps_per_epoch  # one update per mini-batch, grouped or not
+    for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_groups_hold_consecutive_batches_and_cover_the_epoch():
+    datamodule = MNISTDataModule(train_subset=1000, batch_size=32, group_batches=5)
+    datamodule.setup()
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(Autoencoder())
+    datamodule.trainer = trainer
+    loader = datamodule.train_dataloader()
+    groups = list(loader)
+    assert len(groups) == len(loader) == 7  # 32 batches in groups of 5
+    assert [len(g) for g in groups] == [5] * 6 + [2]
+    labels = torch.cat([batch[2] for group in groups for batch in group])
+    expected = torch.cat([datamodule.split("train").batch(i)[2] for i in loader.sampler])
+    assert torch.equal(labels, expected)
