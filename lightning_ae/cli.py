@@ -80,7 +80,7 @@ class AutoencoderCLI(LightningCLI):
             )
         # A TensorBoard run without a name gets one that says what it is.
         is_tensorboard = isinstance(logger, Namespace) and logger.get("class_path") == TENSORBOARD
-        if is_tensorboard and logger.init_args.get("name") in (None, "", AUTO_NAME):
+        if is_tensorboard and logger.init_args.get("name") in (None, AUTO_NAME):
             logger.init_args.name = run_name(config.model, config.data)
         # Redrawing the progress bar every step costs about a quarter of a basic-AE epoch on 2 cores.
         callbacks = config.trainer.callbacks or []
@@ -173,6 +173,55 @@ def pretrain(argv: list[str]) -> int:
     return 0
 
 
+def study(argv: list[str]) -> int:
+    """Run a study (experiments x grids x seeds), resumable and shardable, then write its report."""
+    from lightning_ae.study.report import write_report
+    from lightning_ae.study.runner import Shard, run_study
+    from lightning_ae.study.spec import load_study
+
+    parser = argparse.ArgumentParser(prog="lightning-ae study", description=study.__doc__)
+    parser.add_argument("study_file", help="e.g. configs/study/quick.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
+    parser.add_argument("--only", default=None, help="run only runs whose id or experiment matches this pattern")
+    parser.add_argument("--shard", default=None, help="K/N: run the K-th of N disjoint parts (e.g. a SLURM array)")
+    parser.add_argument("--seeds", type=int, default=None, help="repeat every run with seeds 0..N-1")
+    parser.add_argument("--folder", default=None, help="where runs go (default: studies/<name>)")
+    parser.add_argument("--report", default=None, help="where the report goes (default: reports/<name>)")
+    args = parser.parse_args(argv)
+    spec = load_study(args.study_file, seeds=args.seeds)
+    folder = Path(args.folder or Path("studies") / spec.name)
+    shard = Shard.parse(args.shard) if args.shard else None
+    total = len(spec.runs)
+    print(f"study {spec.name}: {total} runs{f', shard {args.shard}' if shard else ''}; folder {folder}")
+    outcome = run_study(spec, folder, shard=shard, only=args.only, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
+    counts = ", ".join(f"{len(ids)} {name}" for name, ids in outcome.items())
+    print(f"study {spec.name}: {counts}")
+    if shard is None and not args.only:
+        markdown, page = write_report(spec, folder, Path(args.report or Path("reports") / spec.name))
+        print(f"report: {markdown} and {page}")
+    return 1 if outcome["failed"] else 0
+
+
+def report(argv: list[str]) -> int:
+    """Write the report of a study from whatever results are present (after shards, or while it runs)."""
+    from lightning_ae.study.report import write_report
+    from lightning_ae.study.spec import load_study
+
+    parser = argparse.ArgumentParser(prog="lightning-ae report", description=report.__doc__)
+    parser.add_argument("study_file")
+    parser.add_argument("--seeds", type=int, default=None, help="as given to `lightning-ae study`")
+    parser.add_argument("--folder", default=None, help="where the runs are (default: studies/<name>)")
+    parser.add_argument("--report", default=None, help="where the report goes (default: reports/<name>)")
+    args = parser.parse_args(argv)
+    spec = load_study(args.study_file, seeds=args.seeds)
+    folder = Path(args.folder or Path("studies") / spec.name)
+    markdown, page = write_report(spec, folder, Path(args.report or Path("reports") / spec.name))
+    print(f"report: {markdown} and {page}")
+    return 0
+
+
 def describe(argv: list[str]) -> int:
     """Print the model of a config layer by layer: the shape after every layer and its parameters."""
     cli = lightning_cli(argv, run=False)
@@ -248,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             return describe(args[1:])
         if args and args[0] == "pretrain":
             return pretrain(args[1:])
+        if args and args[0] == "study":
+            return study(args[1:])
+        if args and args[0] == "report":
+            return report(args[1:])
         # argv=None lets LightningCLI read sys.argv itself (passing both makes it warn).
         lightning_cli(argv)
         return 0

@@ -241,7 +241,12 @@ class LayerwisePretraining:
     def run(self) -> dict[str, Any]:
         self._claim_output_dir()
         encoders = self.pretrain_layers()
-        summary: dict[str, Any] = {"config": self.config, "stages": {}}
+        summary: dict[str, Any] = {
+            "status": "tested",
+            "model": "LayerwisePretraining",
+            "config": self.config,
+            "stages": {},
+        }
         for name, stage, freeze in (("frozen", self.frozen, True), ("finetune", self.finetune, False)):
             results = self.classifier_stage(name, encoders, stage, freeze)
             summary["stages"][name] = {

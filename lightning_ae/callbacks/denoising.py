@@ -31,8 +31,14 @@ _NOT_SHAPE = ("optimizer", "scheduler", "input_shape")  # not part of what the m
 
 
 def _shape_args(init_args: dict[str, Any]) -> dict[str, Any]:
-    # Through JSON, so that a tuple in hyperparameters equals a list in results.json.
-    return json.loads(json.dumps({k: v for k, v in init_args.items() if k not in _NOT_SHAPE}, default=str))
+    # Through JSON, so that a tuple in hyperparameters equals a list in results.json; None is the default
+    # (a dumped config leaves it out).
+    # LightningCLI adds `_class_path` and `_instantiator` to a model's hyperparameters: not part of it.
+    kept = {k: v for k, v in init_args.items() if k not in _NOT_SHAPE and v is not None and not k.startswith("_")}
+    if "activation" in kept:  # Autoencoder: unset code/decoder activations follow `activation`
+        kept.setdefault("code_activation", kept["activation"])
+        kept.setdefault("decoder_activation", kept["activation"])
+    return json.loads(json.dumps(kept, default=str))
 
 
 def _same_model(config: dict[str, Any], model_class: str, init_args: dict[str, Any]) -> bool:
@@ -44,7 +50,9 @@ def _same_model(config: dict[str, Any], model_class: str, init_args: dict[str, A
 def find_plain_checkpoint(log_root: Path, model_class: str, init_args: dict[str, Any], dataset: str) -> Path | None:
     """The best checkpoint of the newest finished run under `log_root` of the same model on clean data."""
     found = []
-    for results_file in log_root.glob("*/version_*/results.json"):
+    # lightning_logs/<name>/version_N/results.json (the CLI) or <study>/runs/<run id>/results.json (a study).
+    candidates = [*log_root.glob("*/version_*/results.json"), *log_root.glob("runs/*/results.json")]
+    for results_file in candidates:
         try:
             results = json.loads(results_file.read_text())
         except (OSError, ValueError):
@@ -79,7 +87,7 @@ class DenoisingReference(EvaluationCallback):
         self.used_checkpoint: Path | None = None
 
     def _plain_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> pl.LightningModule | None:
-        init_args = dict(pl_module.hparams)
+        init_args = {k: v for k, v in dict(pl_module.hparams).items() if not k.startswith("_")}
         if self.plain_checkpoint == AUTO:
             log_root = self.output_dir(trainer).parent.parent
             path = find_plain_checkpoint(log_root, type(pl_module).__name__, init_args, trainer.datamodule.dataset)

@@ -112,8 +112,8 @@ class AutoencoderBase(GroupedSteps):
             }
         )
 
-    def describe(self) -> str:
-        """The tensor shape after every layer, input to reconstruction (how the input is transformed)."""
+    def describe_rows(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """(layer, shape after it, note) for every layer, input to reconstruction."""
         x = torch.zeros(1, *self.input_shape, device=self.device)
         rows = [("input", tuple(x.shape[1:]), "")]
         with torch.no_grad():
@@ -127,6 +127,11 @@ class AutoencoderBase(GroupedSteps):
                 if part == "encoder":
                     rows.append(("code", tuple(x.shape[1:]), f"{x[0].numel()} numbers"))
         rows.append((f"output ({self.output_activation})", tuple(x.shape[1:]), ""))
+        return rows
+
+    def describe(self) -> str:
+        """The tensor shape after every layer, input to reconstruction (how the input is transformed)."""
+        rows = self.describe_rows()
         width = max(len(name) for name, _, _ in rows)
         return "\n".join(f"{name:{width}s}  {str(shape):14s} {note}".rstrip() for name, shape, note in rows)
 

@@ -1,0 +1,201 @@
+"""Running a study: every run once, resumable, safe to kill, shardable across processes or machines.
+
+Layout under the study folder (default `studies/<name>/`):
+
+    runs/<run id>/run.yaml       the resolved config of the run (what `lightning-ae` is given)
+    runs/<run id>/spec.json      experiment, grid values, seed, kind
+    runs/<run id>/results.json   written atomically when the run has finished: its presence
+                                 (complete and valid) means done
+    runs/<run id>/.lock          held (flock) while a process works on the run
+
+A run whose `results.json` is valid is skipped. A run that was interrupted resumes from its
+`last.ckpt`. A `results.json` that cannot be read or is incomplete is set aside
+(`results.json.corrupt`) and the run redone. Two processes never work on the same run: the
+second finds the lock held and moves on; the kernel releases a lock when its process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning_ae.files import atomic_write, write_json
+from lightning_ae.study.spec import RunSpec, Study
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The K-th (1-based) of N disjoint parts of a study."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard {text!r} is not valid; valid: K/N with 1 <= K <= N, e.g. 2/4.") from None
+        if not 1 <= index <= count:
+            raise ValueError(f"--shard {text!r} is not valid; valid: K/N with 1 <= K <= N, e.g. 2/4.")
+        return cls(index, count)
+
+    def owns(self, run: RunSpec) -> bool:
+        # By a hash of the run id: stable when other experiments are added to the study.
+        return int(hashlib.sha256(run.run_id.encode()).hexdigest(), 16) % self.count == self.index - 1
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    """The run's results when they are complete and valid; None when absent or unusable."""
+    path = run_dir / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or results.get("status") not in ("tested", "diverged"):
+        return None
+    return results
+
+
+def run_status(run_dir: Path) -> str:
+    if read_results(run_dir) is not None:
+        return "done"
+    if (run_dir / "results.json").exists():
+        return "corrupt"
+    return "partial" if any(run_dir.glob("**/last.ckpt")) else "pending"
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[bool]:
+    """Yields True when this process holds the run's lock, False when another process does."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_run_files(run: RunSpec, run_dir: Path) -> Path:
+    import yaml
+
+    config_file = run_dir / "run.yaml"
+    with atomic_write(config_file, "w") as handle:
+        yaml.safe_dump(run.config, handle, sort_keys=False)
+    write_json(
+        run_dir / "spec.json",
+        {"experiment": run.experiment, "kind": run.kind, "labels": run.labels, "seed": run.seed, "id": run.run_id},
+    )
+    return config_file
+
+
+def execute(run: RunSpec, run_dir: Path) -> None:
+    """Train, test and evaluate one run in this process; results.json appears in run_dir when it finished."""
+    config_file = _write_run_files(run, run_dir)
+    if run.kind == "pretrain":
+        from lightning_ae.cli import pretrain
+
+        pretrain(["--config", str(config_file), "--output_dir", str(run_dir)])
+        return
+    from lightning_ae.cli import lightning_cli
+
+    args = ["fit", "--config", str(config_file)]
+    # Logs, checkpoints and results.json straight into the run's folder (no name/version subfolders).
+    args += ["--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.logger.init_args.name", ""]
+    args += ["--trainer.logger.init_args.version", "", "--trainer.enable_progress_bar", "false"]
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        args += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it also sees the study's own arguments
+    try:
+        lightning_cli(args)
+    finally:
+        sys.argv = argv
+
+
+def select(study: Study, shard: Shard | None = None, only: str | None = None) -> list[RunSpec]:
+    runs = study.runs
+    if shard is not None:
+        runs = [run for run in runs if shard.owns(run)]
+    if only:
+        runs = [
+            run
+            for run in runs
+            if fnmatch.fnmatch(run.run_id, only) or fnmatch.fnmatch(run.experiment, only) or only in run.describe()
+        ]
+    return runs
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def run_study(
+    study: Study, folder: Path, shard: Shard | None = None, only: str | None = None, dry_run: bool = False
+) -> dict[str, list[str]]:
+    """Run what is not done yet; returns run ids by outcome (done, ran, failed, busy)."""
+    runs = select(study, shard, only)
+    outcome: dict[str, list[str]] = {"done": [], "ran": [], "failed": [], "busy": []}
+    if dry_run:
+        for number, run in enumerate(runs, start=1):
+            status = run_status(folder / "runs" / run.run_id)
+            print(f"[{number}/{len(runs)}] {status:8s} {run.run_id}  {run.describe()}")
+        return outcome
+    durations: list[float] = []
+    for number, run in enumerate(runs, start=1):
+        run_dir = folder / "runs" / run.run_id
+        if read_results(run_dir) is not None:
+            outcome["done"].append(run.run_id)
+            continue
+        if (run_dir / "results.json").exists():  # unreadable or incomplete: never read it, redo the run
+            log.warning("Run %s: results.json is unreadable or incomplete; setting it aside and redoing the run.", run)
+            os.replace(run_dir / "results.json", run_dir / "results.json.corrupt")
+        with run_lock(run_dir) as mine:
+            if not mine:
+                print(f"[{number}/{len(runs)}] {run.describe()}: another process is running it; skipped")
+                outcome["busy"].append(run.run_id)
+                continue
+            remaining = sum(1 for r in runs[number - 1 :] if read_results(folder / "runs" / r.run_id) is None)
+            eta = f", ETA {_duration(remaining * sum(durations) / len(durations))}" if durations else ""
+            print(f"[{number}/{len(runs)}] {run.describe()} ({run.run_id}){eta}", flush=True)
+            start = time.perf_counter()
+            try:
+                execute(run, run_dir)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:  # one failed run must not stop the study; it is reported
+                log.exception("Run %s failed", run.run_id)
+                write_json(run_dir / "failed.json", {"error": f"{type(err).__name__}: {err}"})
+                print(f"    failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                outcome["failed"].append(run.run_id)
+                continue
+            durations.append(time.perf_counter() - start)
+            (run_dir / "failed.json").unlink(missing_ok=True)
+            outcome["ran"].append(run.run_id)
+            print(f"    done in {_duration(durations[-1])}", flush=True)
+    return outcome

@@ -1,0 +1,181 @@
+"""A study: experiments as a base config plus a grid of overrides, expanded into runs with stable ids.
+
+A study file (OmegaConf YAML):
+
+    name: quick
+    description: ...
+    every_run:                      # dotted overrides applied to every fit run
+      trainer.max_epochs: 3
+      data.train_subset: 5000
+    callbacks:                      # init_args merged into the named callbacks of every fit run
+      TSNEPlot: {max_points: 1000}
+    experiments:
+      basic_ae:                     # the experiment's name (a report section uses it)
+        config: configs/basic_ae.yaml
+        grid:                       # every combination is one run
+          model.init_args.code_dim: [2, 4, 8]
+          model.init_args.activation: [sigmoid, relu]
+        overrides: {trainer.max_epochs: 5}   # fixed, after every_run
+      pretrain_sigmoid:
+        pipeline: configs/pretrain_sigmoid.yaml   # a `lightning-ae pretrain` pipeline
+        overrides: {train_subset: 5000}
+
+Each run's config is resolved here (the base YAML with the overrides applied) and its id
+is a hash of that resolved config and the seed: the same config always gets the same
+id, a changed one a new id, so results of different configs never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+KINDS = ("fit", "pretrain")
+STUDY_KEYS = {"name", "description", "every_run", "callbacks", "experiments", "seeds"}
+EXPERIMENT_KEYS = {"config", "pipeline", "grid", "overrides", "description"}
+
+
+class StudyError(ValueError):
+    """A study file that cannot be used as it is; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: what to train, fully resolved."""
+
+    experiment: str
+    kind: str  # "fit" or "pretrain"
+    config: dict[str, Any]
+    seed: int
+    labels: dict[str, Any] = field(default_factory=dict)  # the grid values that make this run
+
+    @property
+    def run_id(self) -> str:
+        text = json.dumps({"kind": self.kind, "config": self.config, "seed": self.seed}, sort_keys=True)
+        return f"{self.experiment}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+    def describe(self) -> str:
+        labels = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.labels.items())
+        return f"{self.experiment}[{labels}] seed={self.seed}" if labels else f"{self.experiment} seed={self.seed}"
+
+
+@dataclass
+class Study:
+    name: str
+    description: str
+    runs: list[RunSpec]
+    source: Path
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
+
+
+def _set(config: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """Set `a.b.c` in nested dicts; the parent keys must exist (a typo must not create a new key)."""
+    *parents, last = dotted.split(".")
+    node = config
+    for depth, key in enumerate(parents):
+        if not isinstance(node, dict) or key not in node:
+            raise StudyError(f"{where}: override {dotted!r}: {'.'.join(parents[: depth + 1])!r} is not in the config.")
+        if node[key] is None:  # e.g. `corruption_args: null` receiving `corruption_args.p`
+            node[key] = {}
+        node = node[key]
+    if not isinstance(node, dict):
+        raise StudyError(f"{where}: override {dotted!r}: {'.'.join(parents)!r} is not a mapping.")
+    node[last] = value
+
+
+def _apply_callbacks(config: dict[str, Any], callbacks: dict[str, dict[str, Any]], where: str) -> None:
+    present = config.get("trainer", {}).get("callbacks") or []
+    names = {entry.get("class_path", "").rsplit(".", 1)[-1]: entry for entry in present if isinstance(entry, dict)}
+    for name, args in callbacks.items():
+        if name in names:
+            names[name].setdefault("init_args", {}).update(args or {})
+
+
+def _load_yaml(path: Path, where: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise StudyError(f"{where}: config {str(path)!r} does not exist.")
+    try:
+        loaded = _plain(OmegaConf.load(path))
+    except Exception as err:  # OmegaConf raises several YAML/grammar errors
+        raise StudyError(f"{where}: config {path} cannot be read: {err}") from err
+    if not isinstance(loaded, dict):
+        raise StudyError(f"{where}: config {path} is not a mapping.")
+    return loaded
+
+
+def load_study(path: str | Path, seeds: int | None = None) -> Study:
+    """Read and check a study file and expand it into runs; every mistake is a StudyError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"study file {str(path)!r} does not exist.")
+    try:
+        raw = _plain(OmegaConf.load(path))
+    except Exception as err:
+        raise StudyError(f"study file {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict) or not raw:
+        raise StudyError(f"study file {path} is empty or not a mapping; it needs 'name' and 'experiments'.")
+    if unknown := set(raw) - STUDY_KEYS:
+        raise StudyError(f"study file {path}: unknown keys {sorted(unknown)}; valid: {sorted(STUDY_KEYS)}.")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise StudyError(f"study file {path}: 'name' must be a word (letters, digits, - or _); got {name!r}.")
+    experiments = raw.get("experiments")
+    if not isinstance(experiments, dict) or not experiments:
+        raise StudyError(f"study file {path}: 'experiments' must be a non-empty mapping of name -> experiment.")
+    seeds = seeds if seeds is not None else raw.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
+        raise StudyError(f"study file {path}: seeds={seeds!r} is not valid; valid: a positive integer.")
+    every_run, callbacks = raw.get("every_run") or {}, raw.get("callbacks") or {}
+    root = path.resolve().parent
+    runs: list[RunSpec] = []
+    for experiment, spec in experiments.items():
+        where = f"{path}: experiment {experiment!r}"
+        if not isinstance(spec, dict):
+            raise StudyError(f"{where} must be a mapping with 'config' or 'pipeline'.")
+        if unknown := set(spec) - EXPERIMENT_KEYS:
+            raise StudyError(f"{where}: unknown keys {sorted(unknown)}; valid: {sorted(EXPERIMENT_KEYS)}.")
+        if ("config" in spec) == ("pipeline" in spec):
+            raise StudyError(f"{where} needs exactly one of 'config' (a fit) or 'pipeline' (a pretrain pipeline).")
+        kind = "fit" if "config" in spec else "pretrain"
+        base = _find(spec["config" if kind == "fit" else "pipeline"], root)
+        grid = spec.get("grid") or {}
+        if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
+            raise StudyError(f"{where}: 'grid' must map each dotted key to a non-empty list of values.")
+        for values in itertools.product(*grid.values()):
+            labels = dict(zip(grid.keys(), values, strict=True))
+            for seed in range(seeds):
+                config = _load_yaml(base, where)
+                overrides = {**(every_run if kind == "fit" else {}), **(spec.get("overrides") or {}), **labels}
+                for key, value in overrides.items():
+                    _set(config, key, value, where)
+                if kind == "fit":
+                    _apply_callbacks(config, callbacks, where)
+                    config["seed_everything"] = seed
+                    _set(config, "data.seed", seed, where)
+                else:
+                    config["seed"] = seed
+                runs.append(RunSpec(experiment, kind, config, seed, labels))
+    ids = [run.run_id for run in runs]
+    if len(set(ids)) != len(ids):
+        raise StudyError(f"study file {path}: two runs resolve to the same config; remove the duplicate grid values.")
+    return Study(name, raw.get("description", ""), runs, path)
+
+
+def _find(config: str, root: Path) -> Path:
+    """A config path as written: relative to the current folder, else to the study file's folder's parents."""
+    candidate = Path(config)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    for folder in (root, *root.parents):
+        if (folder / config).exists():
+            return folder / config
+    return candidate

@@ -1,0 +1,137 @@
+"""Studies: the smoke study end to end with its report, restart, corrupt results, shards, locks, bad files."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from lightning_ae.study.report import write_report
+from lightning_ae.study.runner import Shard, read_results, run_lock, run_status, run_study
+from lightning_ae.study.spec import StudyError, load_study
+
+SECTIONS = ("2.1a-b", "2.1c", "2.1d", "2.1e", "2.1f", "2.2a-c", "2.2d", "2.3", "2.4")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    from conftest import REPO
+
+    folder = tmp_path_factory.mktemp("smoke")
+    study = load_study(REPO / "configs" / "study" / "smoke.yaml")
+    outcome = run_study(study, folder)
+    return study, folder, outcome
+
+
+def test_smoke_study_runs_every_run_and_reports_every_section(smoke, tmp_path):
+    study, folder, outcome = smoke
+    assert not outcome["failed"] and len(outcome["ran"]) == len(study.runs)
+    for run in study.runs:
+        results = read_results(folder / "runs" / run.run_id)
+        assert results is not None and results["status"] == "tested"
+    markdown, page = write_report(study, folder, tmp_path / "report")
+    text = markdown.read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in text, section
+    for figure in text.split("](figures/")[1:]:
+        assert (tmp_path / "report" / "figures" / figure.split(")")[0]).is_file()
+    assert "Training images: 500; epochs run: 1; seeds: [0]" in text
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == text.count("](figures/")  # self-contained
+    # The denoising runs found the plain basic AE of the same shape in the same study.
+    denoising = [r for r in study.runs if r.experiment == "denoising"]
+    assert all("test/plain_ae_bce_per_pixel" in read_results(folder / "runs" / r.run_id)["ae"] for r in denoising)
+
+
+def test_starting_again_skips_every_finished_run(smoke):
+    study, folder, _ = smoke
+    again = run_study(study, folder)
+    assert sorted(again["done"]) == sorted(r.run_id for r in study.runs) and not again["ran"]
+
+
+def test_a_corrupt_results_file_is_set_aside_and_the_run_redone(smoke):
+    study, folder, _ = smoke
+    run = next(r for r in study.runs if r.experiment == "basic_ae")
+    run_dir = folder / "runs" / run.run_id
+    (run_dir / "results.json").write_text('{"status": "tested", "ae": {"test/bce')  # truncated mid-write
+    assert run_status(run_dir) == "corrupt"
+    outcome = run_study(study, folder, only=run.run_id)
+    assert outcome["ran"] == [run.run_id]
+    assert (run_dir / "results.json.corrupt").exists() and read_results(run_dir)["status"] == "tested"
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(smoke, tmp_path):
+    study, folder, _ = smoke
+    run = next(r for r in study.runs if r.experiment == "denoising")
+    copy = tmp_path / "study"
+    shutil.copytree(folder / "runs" / run.run_id, copy / "runs" / run.run_id)
+    steps = read_results(copy / "runs" / run.run_id)["global_step"]
+    (copy / "runs" / run.run_id / "results.json").unlink()  # killed after its last checkpoint, before the end
+    assert run_status(copy / "runs" / run.run_id) == "partial"
+    outcome = run_study(study, copy, only=run.run_id)
+    assert outcome["ran"] == [run.run_id]
+    assert read_results(copy / "runs" / run.run_id)["global_step"] == steps  # no step trained twice
+
+
+def test_a_run_locked_by_another_process_is_left_alone(smoke, tmp_path):
+    study, _, _ = smoke
+    run = study.runs[0]
+    with run_lock(tmp_path / "runs" / run.run_id) as mine:
+        assert mine
+        outcome = run_study(study, tmp_path, only=run.run_id)
+    assert outcome["busy"] == [run.run_id] and not outcome["ran"]
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_shards_are_disjoint_and_cover_the_study(smoke, count):
+    study, _, _ = smoke
+    parts = [{r.run_id for r in study.runs if Shard(k, count).owns(r)} for k in range(1, count + 1)]
+    assert sum(len(p) for p in parts) == len(study.runs)
+    assert set().union(*parts) == {r.run_id for r in study.runs}
+
+
+def test_run_ids_are_stable_and_follow_the_config(tmp_path):
+    from conftest import REPO
+
+    first = load_study(REPO / "configs" / "study" / "smoke.yaml")
+    second = load_study(REPO / "configs" / "study" / "smoke.yaml")
+    assert [r.run_id for r in first.runs] == [r.run_id for r in second.runs]
+    seeded = load_study(REPO / "configs" / "study" / "smoke.yaml", seeds=2)
+    assert len(seeded.runs) == 2 * len(first.runs) and len({r.run_id for r in seeded.runs}) == len(seeded.runs)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is empty or not a mapping"),
+        ("name: x\nexperiments: {}\n", "'experiments' must be a non-empty mapping"),
+        ("name: x\nexperiment: {a: {config: configs/basic_ae.yaml}}\n", "unknown keys ['experiment']"),
+        ("name: x\nexperiments: {a: {config: nowhere.yaml}}\n", "config 'nowhere.yaml' does not exist"),
+        ("name: x\nexperiments: {a: {config: configs/basic_ae.yaml, pipeline: p.yaml}}\n", "exactly one of"),
+        (
+            "name: x\nexperiments: {a: {config: configs/basic_ae.yaml, grid: {model.init_args.code_dim: 8}}}\n",
+            "non-empty list",
+        ),
+        (
+            "name: x\nexperiments: {a: {config: configs/basic_ae.yaml, overrides: {modle.x: 1}}}\n",
+            "'modle' is not in the config",
+        ),
+        ("name: [x\n", "not valid YAML"),
+        ("name: x\nseeds: 0\nexperiments: {a: {config: configs/basic_ae.yaml}}\n", "seeds=0 is not valid"),
+    ],
+)
+def test_bad_study_files_are_clear_errors(tmp_path, monkeypatch, text, message):
+    from conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    with pytest.raises(StudyError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        load_study(path)
+
+
+def test_shard_argument_is_checked():
+    assert Shard.parse("2/4") == Shard(2, 4)
+    for bad in ("0/4", "5/4", "a/b", "3"):
+        with pytest.raises(ValueError, match="--shard"):
+            Shard.parse(bad)
