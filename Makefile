@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train denoise similarity pretrain tensorboard lint bench clean
+.PHONY: help install test train denoise similarity pretrain study report tensorboard lint bench clean
 
 # TensorBoard listens on the loopback interface only; TB_HOST=0.0.0.0 exposes it to the network on purpose.
 LOGDIR  ?= lightning_logs
@@ -39,6 +39,13 @@ ACT ?= sigmoid
 pretrain: $(STAMP) ## Homework 2.4 for ACT=sigmoid|tanh|relu: classifier without pre-training, then the layer-wise pipeline
 	$(BIN)/lightning-ae fit --config configs/classifier.yaml --model.init_args.activation $(ACT) $(ARGS)
 	$(BIN)/lightning-ae pretrain --config configs/pretrain_$(ACT).yaml
+
+STUDY ?= configs/study/quick.yaml
+study: $(STAMP) ## Run a whole study (STUDY=configs/study/quick.yaml, under 15 min on 2 cores) and write its report
+	$(BIN)/lightning-ae study $(STUDY) $(ARGS)
+
+report: $(STAMP) ## Write the report of STUDY from the results present (reports/<name>/report.md and .html)
+	$(BIN)/lightning-ae report $(STUDY)
 
 tensorboard: $(STAMP) ## Open TensorBoard on lightning_logs/ at http://127.0.0.1:6006 (scalars, images, projector)
 	$(BIN)/tensorboard --logdir $(LOGDIR) --host $(TB_HOST) --port $(TB_PORT)
