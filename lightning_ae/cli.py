@@ -173,52 +173,56 @@ def pretrain(argv: list[str]) -> int:
     return 0
 
 
-def study(argv: list[str]) -> int:
-    """Run a study (experiments x grids x seeds), resumable and shardable, then write its report."""
-    from lightning_ae.study.report import write_report
-    from lightning_ae.study.runner import Shard, run_study
+def _study_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The arguments `study` and `report` share: which study, its seeds, where its runs and report go."""
+    parser = argparse.ArgumentParser(prog=f"lightning-ae {name}", description=description)
+    parser.add_argument("study_file", help="e.g. configs/study/quick.yaml")
+    parser.add_argument("--seeds", type=int, default=None, help="repeat every run with seeds 0..N-1")
+    parser.add_argument("--folder", default=None, help="where the runs go (default: studies/<name>)")
+    parser.add_argument("--report", default=None, help="where the report goes (default: reports/<name>)")
+    return parser
+
+
+def _load_study(args: argparse.Namespace):
     from lightning_ae.study.spec import load_study
 
-    parser = argparse.ArgumentParser(prog="lightning-ae study", description=study.__doc__)
-    parser.add_argument("study_file", help="e.g. configs/study/quick.yaml")
+    spec = load_study(args.study_file, seeds=args.seeds)
+    return spec, Path(args.folder or Path("studies") / spec.name)
+
+
+def _write_report(spec, folder: Path, args: argparse.Namespace) -> None:
+    from lightning_ae.study.report import write_report
+
+    markdown, page = write_report(spec, folder, Path(args.report or Path("reports") / spec.name))
+    print(f"report: {markdown} and {page}")
+
+
+def study(argv: list[str]) -> int:
+    """Run a study (experiments x grids x seeds), resumable and shardable, then write its report."""
+    from lightning_ae.study.runner import Shard, run_study
+
+    parser = _study_parser("study", study.__doc__)
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
     parser.add_argument("--only", default=None, help="run only runs whose id or experiment matches this pattern")
     parser.add_argument("--shard", default=None, help="K/N: run the K-th of N disjoint parts (e.g. a SLURM array)")
-    parser.add_argument("--seeds", type=int, default=None, help="repeat every run with seeds 0..N-1")
-    parser.add_argument("--folder", default=None, help="where runs go (default: studies/<name>)")
-    parser.add_argument("--report", default=None, help="where the report goes (default: reports/<name>)")
     args = parser.parse_args(argv)
-    spec = load_study(args.study_file, seeds=args.seeds)
-    folder = Path(args.folder or Path("studies") / spec.name)
+    spec, folder = _load_study(args)
     shard = Shard.parse(args.shard) if args.shard else None
-    total = len(spec.runs)
-    print(f"study {spec.name}: {total} runs{f', shard {args.shard}' if shard else ''}; folder {folder}")
+    print(f"study {spec.name}: {len(spec.runs)} runs{f', shard {args.shard}' if shard else ''}; folder {folder}")
     outcome = run_study(spec, folder, shard=shard, only=args.only, dry_run=args.dry_run)
     if args.dry_run:
         return 0
-    counts = ", ".join(f"{len(ids)} {name}" for name, ids in outcome.items())
-    print(f"study {spec.name}: {counts}")
+    print(f"study {spec.name}: " + ", ".join(f"{len(ids)} {name}" for name, ids in outcome.items()))
     if shard is None and not args.only:
-        markdown, page = write_report(spec, folder, Path(args.report or Path("reports") / spec.name))
-        print(f"report: {markdown} and {page}")
+        _write_report(spec, folder, args)
     return 1 if outcome["failed"] else 0
 
 
 def report(argv: list[str]) -> int:
     """Write the report of a study from whatever results are present (after shards, or while it runs)."""
-    from lightning_ae.study.report import write_report
-    from lightning_ae.study.spec import load_study
-
-    parser = argparse.ArgumentParser(prog="lightning-ae report", description=report.__doc__)
-    parser.add_argument("study_file")
-    parser.add_argument("--seeds", type=int, default=None, help="as given to `lightning-ae study`")
-    parser.add_argument("--folder", default=None, help="where the runs are (default: studies/<name>)")
-    parser.add_argument("--report", default=None, help="where the report goes (default: reports/<name>)")
-    args = parser.parse_args(argv)
-    spec = load_study(args.study_file, seeds=args.seeds)
-    folder = Path(args.folder or Path("studies") / spec.name)
-    markdown, page = write_report(spec, folder, Path(args.report or Path("reports") / spec.name))
-    print(f"report: {markdown} and {page}")
+    args = _study_parser("report", report.__doc__).parse_args(argv)
+    spec, folder = _load_study(args)
+    _write_report(spec, folder, args)
     return 0
 
 
