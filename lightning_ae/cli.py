@@ -21,7 +21,8 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from lightning_ae.callbacks import PredictionWriter, ResultsJSON
+from lightning_ae.callbacks import DivergenceGuard, PredictionWriter, ResultsJSON
+from lightning_ae.callbacks.results import diverged
 from lightning_ae.data import DATASETS, MNISTDataModule
 from lightning_ae.data.datamodule import LAYOUTS
 
@@ -121,6 +122,8 @@ class AutoencoderCLI(LightningCLI):
                 callback.config = resolved
 
     def after_fit(self) -> None:
+        if diverged(self.trainer) is not None:
+            return  # nothing to test; main() reports it
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
             checkpoint = self.trainer.checkpoint_callback
             best = "best" if checkpoint is not None and checkpoint.best_model_path else None
@@ -137,6 +140,7 @@ def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
             # Best by validation loss, and last (for resuming); results.json for every run.
             "callbacks": [
                 ResultsJSON(),
+                DivergenceGuard(),  # stops a run whose loss or weights stop being finite
                 PredictionWriter(),  # only acts in `predict`
                 ModelCheckpoint(
                     monitor="val/loss",
@@ -306,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         if args and args[0] == "report":
             return report(args[1:])
         # argv=None lets LightningCLI read sys.argv itself (passing both makes it warn).
-        lightning_cli(argv)
-        return 0
+        cli = lightning_cli(argv)
+        # A diverged run has already said where and what to try (DivergenceGuard logs it).
+        return 3 if diverged(cli.trainer) is not None else 0
     except ArgumentError as err:
         print(f"lightning-ae: error: {concise_error(str(err))}", file=sys.stderr)
         print("  (see `lightning-ae <subcommand> --help` for every option)", file=sys.stderr)

@@ -36,7 +36,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lightning_ae.callbacks import ResultsJSON
+from lightning_ae.callbacks import DivergenceGuard, ResultsJSON
+from lightning_ae.callbacks.results import diverged
 from lightning_ae.data import MNISTDataModule
 from lightning_ae.data.tensors import TensorDataModule
 from lightning_ae.files import write_json
@@ -160,6 +161,7 @@ class LayerwisePretraining:
                     monitor="val/loss", save_last=True, filename="best-epoch{epoch}", auto_insert_metric_name=False
                 ),
                 results,
+                DivergenceGuard(),
                 TQDMProgressBar(refresh_rate=50),
             ],
             enable_model_summary=False,
@@ -191,6 +193,8 @@ class LayerwisePretraining:
         if last.exists():
             log.info("Stage %s was interrupted; resuming from %s", name, last)
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        if (guard := diverged(trainer)) is not None:
+            raise RuntimeError(f"stage {name!r}: {guard.message}")
         trainer.test(model, datamodule=datamodule, ckpt_path="best")
         return json.loads((stage_dir / "results.json").read_text())
 

@@ -2,6 +2,7 @@
 
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.callbacks.denoising import DenoisingReference
+from lightning_ae.callbacks.divergence import DivergenceGuard
 from lightning_ae.callbacks.embeddings import EmbeddingProjector, TSNEPlot
 from lightning_ae.callbacks.images import PairsGrid, ReconstructionGrid
 from lightning_ae.callbacks.knn import KNNEvaluator
@@ -11,6 +12,7 @@ from lightning_ae.callbacks.results import ResultsJSON
 
 __all__ = [
     "DenoisingReference",
+    "DivergenceGuard",
     "EmbeddingProjector",
     "EvaluationCallback",
     "KNNEvaluator",

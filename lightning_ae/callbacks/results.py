@@ -15,10 +15,19 @@ import torch
 
 import lightning_ae
 from lightning_ae.callbacks.base import EvaluationCallback
+from lightning_ae.callbacks.divergence import DivergenceGuard
 from lightning_ae.files import write_json
 from lightning_ae.models import AutoencoderBase
 
 PCA_PREFIX = "pca_"
+
+
+def diverged(trainer: pl.Trainer) -> DivergenceGuard | None:
+    """The run's DivergenceGuard when it stopped the run, else None."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, DivergenceGuard) and callback.diverged is not None:
+            return callback
+    return None
 
 
 def split_ae_and_pca(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
@@ -66,7 +75,8 @@ class ResultsJSON(pl.Callback):
         self.fit_metrics = {
             key: _number(value) for key, value in trainer.callback_metrics.items() if key.startswith(("train/", "val/"))
         }
-        self.write(trainer, pl_module, status="fitted", test_metrics={})
+        guard = diverged(trainer)
+        self.write(trainer, pl_module, status="diverged" if guard else "fitted", test_metrics={})
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.phase_started = time.perf_counter()
@@ -106,8 +116,11 @@ class ResultsJSON(pl.Callback):
         timings["wall_seconds"] = time.perf_counter() - (self.started or self.phase_started)
         checkpoint = trainer.checkpoint_callback
         best_score = getattr(checkpoint, "best_model_score", None)
+        guard = diverged(trainer)
         results = {
             "status": status,
+            # A diverged run has no metric values (never a NaN to average); where and why it stopped instead.
+            "diverged": None if guard is None else {**guard.diverged, "message": guard.message},
             "model": type(pl_module).__name__,
             "code_dim": getattr(pl_module, "code_dim", None),
             table: model_metrics,

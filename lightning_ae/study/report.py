@@ -59,6 +59,7 @@ class Result:
 
 
 def collect(study: Study, folder: Path) -> list[Result]:
+    """Every run with results (tested or diverged); the sections read only tested ones."""
     found = []
     for run in study.runs:
         run_dir = folder / "runs" / run.run_id
@@ -129,11 +130,15 @@ class ReportBuilder:
         self.plots.mkdir(parents=True, exist_ok=True)
         self.doc = Document(f"lightning-ae study report: {study.name}")
 
+    @property
+    def tested(self) -> list[Result]:
+        return [r for r in self.results if r.results.get("status") == "tested"]
+
     def experiment(self, name: str) -> list[Result]:
-        return [r for r in self.results if r.run.experiment == name]
+        return [r for r in self.tested if r.run.experiment == name]
 
     def experiments(self, prefix: str) -> list[Result]:
-        return [r for r in self.results if r.run.experiment.startswith(prefix)]
+        return [r for r in self.tested if r.run.experiment.startswith(prefix)]
 
     def missing(self, name: str) -> None:
         self.doc.add(Paragraph(f"Not in this study (no finished `{name}` runs)."))
@@ -163,6 +168,16 @@ class ReportBuilder:
                 f"Written {datetime.now(timezone.utc).isoformat(timespec='minutes')}."
             )
         )
+
+        failed = [r for r in self.results if r.results.get("status") == "diverged"]
+        if failed:
+            self.doc.add(
+                Table(
+                    ["diverged run", "where and why"],
+                    [[r.run.describe(), (r.results.get("diverged") or {}).get("message", "")] for r in failed],
+                    "Diverged runs have no metric values and are left out of every table below.",
+                )
+            )
 
     # -- 2.1 ---------------------------------------------------------------------------------
 
