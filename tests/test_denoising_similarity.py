@@ -123,10 +123,12 @@ def test_auto_finds_the_newest_plain_run_of_the_same_model_on_clean_data(tmp_pat
     args = {"code_dim": 32, "loss": "bce", "input_shape": (784,), "optimizer": "ignored"}
     write_run("noisy", {"dataset": "mnist", "corruption": "masking"})
     write_run("other-shape", {"dataset": "mnist", "corruption": None}, {**model_config, "init_args": {"code_dim": 8}})
-    assert find_plain_checkpoint(tmp_path, "Autoencoder", args, "mnist") is None
+    assert find_plain_checkpoint(tmp_path, Autoencoder, args, "mnist") is None
+    # An older config that leaves out arguments at their defaults (output_activation) still matches.
     write_run("plain", {"dataset": "mnist", "corruption": None})
-    assert find_plain_checkpoint(tmp_path, "Autoencoder", args, "mnist") == checkpoint
-    assert find_plain_checkpoint(tmp_path, "Autoencoder", args, "fashion_mnist") is None
+    assert find_plain_checkpoint(tmp_path, Autoencoder, args, "mnist") == checkpoint
+    assert find_plain_checkpoint(tmp_path, Autoencoder, {**args, "output_activation": "tanh"}, "mnist") is None
+    assert find_plain_checkpoint(tmp_path, Autoencoder, args, "fashion_mnist") is None
 
 
 def test_pairs_mode_trains_and_shows_pairs_and_outputs(tmp_path):

@@ -11,6 +11,7 @@ image from the corrupted input):
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -30,10 +31,12 @@ AUTO = "auto"
 _NOT_SHAPE = ("optimizer", "scheduler", "input_shape")  # not part of what the model is
 
 
-def _shape_args(init_args: dict[str, Any]) -> dict[str, Any]:
+def _shape_args(init_args: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     # Through JSON, so that a tuple in hyperparameters equals a list in results.json; None is the default
     # (a dumped config leaves it out).
     # LightningCLI adds `_class_path` and `_instantiator` to a model's hyperparameters: not part of it.
+    # A value left at its default may be missing from an older or terser config: fill the defaults in.
+    init_args = {**(defaults or {}), **init_args}
     kept = {k: v for k, v in init_args.items() if k not in _NOT_SHAPE and v is not None and not k.startswith("_")}
     if "activation" in kept:  # Autoencoder: unset code/decoder activations follow `activation`
         kept.setdefault("code_activation", kept["activation"])
@@ -41,13 +44,19 @@ def _shape_args(init_args: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(kept, default=str))
 
 
-def _same_model(config: dict[str, Any], model_class: str, init_args: dict[str, Any]) -> bool:
+def _defaults(model_class: type) -> dict[str, Any]:
+    parameters = inspect.signature(model_class.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def _same_model(config: dict[str, Any], model_class: type, init_args: dict[str, Any]) -> bool:
     model = config.get("model") or {}
-    same_class = model.get("class_path", "").rsplit(".", 1)[-1] == model_class
-    return same_class and _shape_args(model.get("init_args") or {}) == _shape_args(init_args)
+    same_class = model.get("class_path", "").rsplit(".", 1)[-1] == model_class.__name__
+    defaults = _defaults(model_class)
+    return same_class and _shape_args(model.get("init_args") or {}, defaults) == _shape_args(init_args, defaults)
 
 
-def find_plain_checkpoint(log_root: Path, model_class: str, init_args: dict[str, Any], dataset: str) -> Path | None:
+def find_plain_checkpoint(log_root: Path, model_class: type, init_args: dict[str, Any], dataset: str) -> Path | None:
     """The best checkpoint of the newest finished run under `log_root` of the same model on clean data."""
     found = []
     # lightning_logs/<name>/version_N/results.json (the CLI) or <study>/runs/<run id>/results.json (a study).
@@ -90,7 +99,7 @@ class DenoisingReference(EvaluationCallback):
         init_args = {k: v for k, v in dict(pl_module.hparams).items() if not k.startswith("_")}
         if self.plain_checkpoint == AUTO:
             log_root = self.output_dir(trainer).parent.parent
-            path = find_plain_checkpoint(log_root, type(pl_module).__name__, init_args, trainer.datamodule.dataset)
+            path = find_plain_checkpoint(log_root, type(pl_module), init_args, trainer.datamodule.dataset)
             if path is None:
                 log.warning(
                     "DenoisingReference: no finished run of the plain %s with these hyperparameters under %s; "
