@@ -150,7 +150,54 @@ def bench_trainer(repeats: int) -> float:
         )
         if batch_size == 32:
             epoch_32 = statistics.median(times["lightning"])
+        steady_state(datamodule, batch_size, repeats)
     return epoch_32
+
+
+class EpochTimer(pl.Callback):
+    """Wall time of each training epoch, hooks included, Trainer setup and teardown excluded."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def steady_state(datamodule: MNISTDataModule, batch_size: int, repeats: int) -> None:
+    """The per-epoch cost inside a longer fit (what a 50-epoch run pays per epoch) against the plain loop."""
+    torch.manual_seed(0)
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = pl.Trainer(
+            max_epochs=repeats + 1,
+            logger=TensorBoardLogger(folder, name="bench"),
+            callbacks=[timer],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+        )
+        with contextlib.redirect_stderr(io.StringIO()):
+            trainer.fit(Autoencoder(code_dim=32), datamodule=datamodule)
+    plain = []
+    for _ in range(repeats):
+        model = Autoencoder(code_dim=32)
+        start = time.perf_counter()
+        plain_epoch(model, datamodule)
+        plain.append(time.perf_counter() - start)
+    row(
+        "trainer",
+        f"  same, per epoch inside a {repeats + 1}-epoch fit",
+        timer.seconds[1:],
+        plain,
+        "s",
+        "ratio <= 1.10",
+        lambda e: e["ratio"] <= 1.10,
+    )
 
 
 # -- compute efficiency --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -28,6 +29,10 @@ class GroupedSteps(pl.LightningModule):
     """A LightningModule whose `training_loss(batch)` is minimised one mini-batch at a time."""
 
     accepts_batch_groups = True  # read by the DataModules (which never import models)
+    # On one device in float32, backpropagate with loss.backward() instead of manual_backward(): the
+    # same gradients without Lightning's per-call hooks (on_before_backward/on_after_backward are then
+    # not called), which cost about 0.1 ms per update (0.2 s per basic-AE epoch at batch 32).
+    lean_backward = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,11 +44,15 @@ class GroupedSteps(pl.LightningModule):
     def training_step(self, batch: Batch | Sequence[Batch], batch_idx: int) -> Tensor:
         group = batch if isinstance(batch, list) else [batch]
         optimizer = self.optimizers()
+        lean = self.lean_backward and self._plain_float32_single_device()
         total, count = 0.0, 0
         for inputs, target, labels in group:
             loss = self.training_loss((inputs, target, labels))
             optimizer.zero_grad()
-            self.manual_backward(loss)
+            if lean:
+                loss.backward()
+            else:
+                self.manual_backward(loss)
             optimizer.step()
             total = total + loss.detach() * len(inputs)
             count += len(inputs)
@@ -51,6 +60,10 @@ class GroupedSteps(pl.LightningModule):
         mean = total / count
         self.log("train/loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=count)
         return mean
+
+    def _plain_float32_single_device(self) -> bool:
+        trainer = self.trainer
+        return isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.precision in ("32-true", "32")
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()
