@@ -49,7 +49,7 @@ class MNISTDataModule(pl.LightningDataModule):
         eval_batch_size: batch size for validation, test and predict (does not change any metric).
         group_batches: training batches handed to the model per Lightning step, for models
             that accept groups (one optimizer update per batch, the same updates as one batch
-            per step, less trainer overhead); null: about 1,024 images per step; 1: no grouping.
+            per step, less trainer overhead); null: about 4,096 images per step; 1: no grouping.
         corruption: name of a corruption in `lightning_ae.data.corruptions.CORRUPTIONS`, or null.
         corruption_args: its parameters, e.g. `{p: 0.5}` for masking.
         pairs: similarity-pairs mode (homework 2.3).

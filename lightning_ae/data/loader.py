@@ -154,7 +154,7 @@ class InMemoryLoader:
             yield group
 
 
-GROUP_IMAGES = 1024  # images per Lightning step when batches are grouped automatically
+GROUP_IMAGES = 4096  # images per Lightning step when batches are grouped automatically
 
 
 def group_size(batch_size: int, group_batches: int | None, model: object) -> int:
