@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import statistics
 import subprocess
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -126,8 +128,7 @@ class ReportBuilder:
     def __init__(self, study: Study, folder: Path, output: Path) -> None:
         self.study, self.folder, self.output = study, folder, output
         self.results = collect(study, folder)
-        self.plots = output / "plots"
-        self.plots.mkdir(parents=True, exist_ok=True)
+        self.plots = Path(tempfile.mkdtemp(prefix="lightning-ae-plots-"))  # copied into figures/ by Document
         self.doc = Document(f"lightning-ae study report: {study.name}")
 
     @property
@@ -562,7 +563,10 @@ class ReportBuilder:
             self.pretraining,
         ):
             section()
-        return self.doc.write(self.output)
+        try:
+            return self.doc.write(self.output)
+        finally:
+            shutil.rmtree(self.plots, ignore_errors=True)
 
 
 def write_report(study: Study, folder: Path, output: Path) -> tuple[Path, Path]:
