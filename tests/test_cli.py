@@ -160,7 +160,11 @@ def test_make_tensorboard_listens_on_loopback_by_default():
     assert "--host 0.0.0.0" in exposed.stdout
 
 
-@pytest.mark.parametrize("config", ["basic_ae.yaml", "deep_ae.yaml", "conv_ae.yaml"])
+FIT_CONFIGS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+FIT_CONFIGS = [name for name in FIT_CONFIGS if not name.startswith("pretrain_")]
+
+
+@pytest.mark.parametrize("config", FIT_CONFIGS)
 def test_every_config_parses_and_builds_its_model_and_callbacks(config, capsys):
     from conftest import REPO
 
@@ -169,5 +173,18 @@ def test_every_config_parses_and_builds_its_model_and_callbacks(config, capsys):
 
     cli = lightning_cli(["--config", str(REPO / "configs" / config)], run=False)
     kinds = {type(c) for c in cli.trainer.callbacks}
-    assert {KNNEvaluator, PCABaseline, ReconstructionGrid, TSNEPlot, EmbeddingProjector} <= kinds
+    if config != "classifier.yaml":  # every autoencoder config turns the evaluation on
+        assert {KNNEvaluator, PCABaseline, ReconstructionGrid, TSNEPlot, EmbeddingProjector} <= kinds
     assert cli.model.input_shape == cli.datamodule.input_shape
+
+
+@pytest.mark.parametrize("config", ["pretrain_sigmoid.yaml", "pretrain_tanh.yaml", "pretrain_relu.yaml"])
+def test_every_pipeline_config_parses(config, capsys, tmp_path):
+    from conftest import REPO
+
+    from lightning_ae.cli import main
+
+    # An output folder holding another config's pipeline.json makes the command stop before training.
+    (tmp_path / "pipeline.json").write_text('{"config": {"activation": "none"}}')
+    assert main(["pretrain", "--config", str(REPO / "configs" / config), "--output_dir", str(tmp_path)]) == 2
+    assert "holds stages of another pipeline config (activation: 'none' there" in capsys.readouterr().err
