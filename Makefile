@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev tools); instant when up to date
 
-test: $(STAMP) ## Run the test suite on the bundled MNIST (about 80 s on 2 cores)
+test: $(STAMP) ## Run the test suite on the bundled MNIST (about 100 s on 2 cores)
 	$(BIN)/python -m pytest -q
 
 train: $(STAMP) ## Train the basic AE (configs/basic_ae.yaml, the homework's setting), test it, evaluate it; logs in lightning_logs/
