@@ -36,6 +36,7 @@ def test_smoke_study_runs_every_run_and_reports_every_section(smoke, tmp_path):
     for figure in text.split("](figures/")[1:]:
         assert (tmp_path / "report" / "figures" / figure.split(")")[0]).is_file()
     assert "Training images: 500; epochs run: 1; seeds: [0]" in text
+    assert "PCA with d'=8 components: t-SNE of the same test images" in text  # 2.1e compares AE and PCA
     html = page.read_text()
     assert html.count("data:image/png;base64,") == text.count("](figures/")  # self-contained
     # The denoising runs found the plain basic AE of the same shape in the same study.

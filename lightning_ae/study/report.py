@@ -365,9 +365,39 @@ class ReportBuilder:
         ][:2]
         for r, caption in chosen:
             self.doc.add(Figure(r.folder / "tsne.png", caption))
+        # PCA at the same d' as the first AE panel above 2, through the same t-SNE (homework 2.1e compares them).
+        reference = next((r for r, _ in chosen if r.init_args.get("code_dim") != 2), None)
+        if reference is not None:
+            self.doc.add(
+                Figure(
+                    self.pca_tsne(reference),
+                    f"PCA with d'={reference.init_args['code_dim']} components: t-SNE of the same test images.",
+                )
+            )
         self.doc.add(
             Paragraph("One colour and marker per digit. kNN accuracies of the same codes are in the tables above.")
         )
+
+    def pca_tsne(self, reference: Result) -> Path:
+        """t-SNE of the PCA codes of the test images the reference run's TSNEPlot used (same count, same seed)."""
+        from lightning_ae.callbacks import TSNEPlot
+        from lightning_ae.data import MNISTDataModule
+        from lightning_ae.evaluation.pca import as_numpy, fit_pca
+
+        callbacks = reference.run.config.get("trainer", {}).get("callbacks") or []
+        args = next((c.get("init_args") or {} for c in callbacks if c.get("class_path", "").endswith("TSNEPlot")), {})
+        plot = TSNEPlot(**{k: v for k, v in args.items() if k in ("max_points", "perplexity", "seed")})
+        data = {k: v for k, v in reference.data.items() if k in ("dataset", "val_size", "train_subset", "seed")}
+        datamodule = MNISTDataModule(**data)
+        datamodule.setup()
+        train, test = datamodule.split("train"), datamodule.split("test")
+        pca, _ = fit_pca(as_numpy(train.images), int(reference.init_args["code_dim"]))
+        codes = pca.transform(as_numpy(test.images[: plot.max_points])).astype("float64")
+        points, title = plot.embed(codes)
+        figure = plot.figure(points, test.labels[: plot.max_points].numpy(), datamodule.class_names, f"PCA: {title}")
+        path = self.plots / "pca_tsne.png"
+        figure.savefig(path, format="png")
+        return path
 
     def conv(self) -> None:
         self.doc.add(Heading("2.1f: the convolutional autoencoder"))
