@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from lightning_ae.callbacks import DivergenceGuard, ResultsJSON
 from lightning_ae.callbacks.results import diverged
+from lightning_ae.checks import check_positive_int
 from lightning_ae.data import MNISTDataModule
 from lightning_ae.data.tensors import TensorDataModule
 from lightning_ae.files import write_json
@@ -60,11 +61,6 @@ class Stage:
     epochs: int = 20
     batch_size: int = 25
     optimizer: OptimizerFactory = field(default=sgd_momentum)
-
-
-def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}={value!r} is not valid; valid: a positive integer.")
 
 
 class LayerwisePretraining:
@@ -103,11 +99,11 @@ class LayerwisePretraining:
         if not hidden_dims:
             raise ValueError("hidden_dims is empty: layer-wise pre-training needs at least one hidden layer.")
         for size in hidden_dims:
-            _positive("hidden_dims", size)
+            check_positive_int("hidden_dims", size)
         self.layers, self.frozen, self.finetune = layers or Stage(epochs=10), frozen or Stage(), finetune or Stage()
         for name, stage in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune)):
-            _positive(f"{name}.epochs", stage.epochs)
-            _positive(f"{name}.batch_size", stage.batch_size)
+            check_positive_int(f"{name}.epochs", stage.epochs)
+            check_positive_int(f"{name}.batch_size", stage.batch_size)
         self.activation, self.hidden_dims = activation, hidden_dims
         self.data_args = {"dataset": dataset, "val_size": val_size, "train_subset": train_subset, "seed": seed}
         self.seed, self.output_dir = seed, Path(output_dir)

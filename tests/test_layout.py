@@ -10,10 +10,16 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "lightning_ae"
 # What each part may import from the package (besides itself).
 ALLOWED = {
-    "data": {"lightning_ae.files"},
-    "models": set(),
-    "evaluation": {"lightning_ae.files"},
-    "callbacks": {"lightning_ae.files", "lightning_ae.data", "lightning_ae.models", "lightning_ae.evaluation"},
+    "data": {"lightning_ae.files", "lightning_ae.checks"},
+    "models": {"lightning_ae.checks"},
+    "evaluation": {"lightning_ae.files", "lightning_ae.checks"},
+    "callbacks": {
+        "lightning_ae.files",
+        "lightning_ae.checks",
+        "lightning_ae.data",
+        "lightning_ae.models",
+        "lightning_ae.evaluation",
+    },
 }
 
 

@@ -8,6 +8,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices
+from lightning_ae.checks import check_positive_int
 from lightning_ae.files import atomic_write
 
 
@@ -21,9 +22,8 @@ class ReconstructionGrid(EvaluationCallback):
 
     def __init__(self, per_class: int = 2, every_n_epochs: int = 1, filename: str = "reconstructions.png") -> None:
         super().__init__()
-        for name, value in (("per_class", per_class), ("every_n_epochs", every_n_epochs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}={value!r} is not valid; valid: a positive integer.")
+        check_positive_int("per_class", per_class)
+        check_positive_int("every_n_epochs", every_n_epochs)
         if not filename.endswith(".png"):
             raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .png.")
         self.per_class, self.every_n_epochs, self.filename = per_class, every_n_epochs, filename
@@ -77,8 +77,7 @@ class PairsGrid(EvaluationCallback):
 
     def __init__(self, objects: int = 10, filename: str = "pairs.png") -> None:
         super().__init__()
-        if isinstance(objects, bool) or not isinstance(objects, int) or objects <= 0:
-            raise ValueError(f"objects={objects!r} is not valid; valid: a positive integer.")
+        check_positive_int("objects", objects)
         if not filename.endswith(".png"):
             raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .png.")
         self.objects, self.filename = objects, filename

@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from lightning_ae.callbacks.base import EvaluationCallback, timed
+from lightning_ae.checks import check_positive_int
 from lightning_ae.evaluation.knn import DEFAULT_MEMORY_BYTES, check_knn_args, choose_backend, knn_predict
 
 
@@ -30,8 +31,7 @@ class KNNEvaluator(EvaluationCallback):
     ) -> None:
         super().__init__()
         check_knn_args(k, backend)
-        if every_n_epochs is not None and (not isinstance(every_n_epochs, int) or every_n_epochs <= 0):
-            raise ValueError(f"every_n_epochs={every_n_epochs!r} is not valid; valid: a positive integer or null.")
+        check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)
         self.k, self.backend, self.every_n_epochs = k, backend, every_n_epochs
         self.memory_bytes = memory_mb * 2**20 if memory_mb else DEFAULT_MEMORY_BYTES
 

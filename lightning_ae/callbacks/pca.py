@@ -11,6 +11,7 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from lightning_ae.callbacks.base import EvaluationCallback, timed
+from lightning_ae.checks import check_positive_int
 from lightning_ae.data.idx import default_cache_dir
 from lightning_ae.evaluation.knn import check_knn_args, choose_backend, knn_predict
 from lightning_ae.evaluation.pca import as_numpy, fit_pca, reconstruction_metrics
@@ -38,8 +39,7 @@ class PCABaseline(EvaluationCallback):
     ) -> None:
         super().__init__()
         check_knn_args(k, knn_backend)
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
-            raise ValueError(f"dim={dim!r} is not valid; valid: a positive integer, or null for the model's code_dim.")
+        check_positive_int("dim", dim, allow_none=True, meaning="null: the model's code_dim")
         self.dim, self.k, self.knn_backend, self.cache_dir = dim, k, knn_backend, cache_dir
         self.from_cache: bool | None = None
 

@@ -15,6 +15,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
+from lightning_ae.checks import check_positive_int
 from lightning_ae.data.corruptions import Corruption, build_corruption
 from lightning_ae.data.datasets import IMAGE_SHAPE, RawDataset, get_spec, load_dataset
 from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData, derive_seed, group_size
@@ -27,14 +28,6 @@ STAGES = ("train", "val", "test")
 # Seed "purposes", so that the split, the pairs and the fixed noise draw independent streams.
 _SPLIT, _PAIRS, _FIXED_NOISE = 11, 12, 13
 _NOISE_CHUNK = 2000  # images corrupted at once when fixing evaluation noise: bounds peak memory
-
-
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        valid = "a positive integer" + (" or null" if allow_none else "")
-        raise ValueError(f"{name}={value!r} is not valid; valid: {valid}.")
 
 
 class MNISTDataModule(pl.LightningDataModule):
@@ -97,7 +90,7 @@ class MNISTDataModule(pl.LightningDataModule):
             ("pair_objects", pair_objects, True),
             ("train_subset", train_subset, True),
         ):
-            _check_positive_int(name, value, allow_none)
+            check_positive_int(name, value, allow_none)
         if train_subset is not None and train_subset > self.spec.num_train - val_size:
             raise ValueError(
                 f"train_subset={train_subset} is larger than the training split "
@@ -109,7 +102,7 @@ class MNISTDataModule(pl.LightningDataModule):
             build_corruption(corruption, corruption_args) if corruption is not None else None
         )
         if pairs:
-            _check_positive_int("sim", sim)
+            check_positive_int("sim", sim)
         self.save_hyperparameters()
         self.dataset, self.data_dir, self.val_size, self.layout = dataset, data_dir, val_size, layout
         self.batch_size, self.eval_batch_size, self.group_batches = batch_size, eval_batch_size, group_batches

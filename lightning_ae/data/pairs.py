@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_ae.checks import check_positive_int
+
 
 def similarity_pairs(labels: Tensor, sim: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Index pairs (object, partner): every item of `labels` is an object with `sim` partners.
@@ -16,8 +18,7 @@ def similarity_pairs(labels: Tensor, sim: int, generator: torch.Generator) -> tu
     Returns two int64 tensors of length len(labels) * sim, objects in order, each
     repeated `sim` times.
     """
-    if isinstance(sim, bool) or not isinstance(sim, int) or sim <= 0:
-        raise ValueError(f"sim={sim!r} is not valid; valid: a positive integer (partners per object).")
+    check_positive_int("sim", sim, meaning="partners per object")
     objects = torch.arange(len(labels)).repeat_interleave(sim)
     partners = torch.empty_like(objects)
     object_labels = labels[objects]

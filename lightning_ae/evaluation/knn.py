@@ -28,6 +28,8 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 from torch import Tensor
 
+from lightning_ae.checks import check_positive_int
+
 BACKENDS = ("auto", "torch", "sklearn")
 SKLEARN_MAX_DIM = 64  # on the CPU, sklearn measured faster up to here (see above)
 _EXTRA_CANDIDATES = 8  # kept beyond k in the compute precision, then re-ranked in float64
@@ -35,8 +37,7 @@ DEFAULT_MEMORY_BYTES = 256 * 2**20
 
 
 def check_knn_args(k: int, backend: str) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"k={k!r} is not valid; valid: a positive integer (neighbours that vote).")
+    check_positive_int("k", k, meaning="neighbours that vote")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not a known kNN backend; valid values: {list(BACKENDS)}.")
 

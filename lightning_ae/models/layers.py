@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from lightning_ae.checks import check_positive_int
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "relu": nn.ReLU,
@@ -28,10 +30,8 @@ def check_loss(name: str) -> str:
 
 
 def check_code_dim(code_dim: int, parameter: str = "code_dim") -> int:
-    if isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim <= 0:
-        meaning = " (the code dimension d')" if parameter == "code_dim" else ""
-        raise ValueError(f"{parameter}={code_dim!r} is not valid; valid: a positive integer{meaning}.")
-    return code_dim
+    meaning = "the code dimension d'" if parameter == "code_dim" else ""
+    return check_positive_int(parameter, code_dim, meaning=meaning)
 
 
 def check_output(output_activation: str, loss: str) -> None:
