@@ -8,7 +8,8 @@ DataModule, so that under DDP nothing is computed twice and no item is counted t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +46,17 @@ def timed(function: Callable[[], Any], device: torch.device) -> tuple[Any, float
     return result, time.perf_counter() - start
 
 
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block, then back in the mode it was in (fit goes on after validation)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 class EvaluationCallback(pl.Callback):
     """Base of the evaluation callbacks: checks the model and data once, keeps its own timings."""
 
@@ -73,15 +85,11 @@ class EvaluationCallback(pl.Callback):
     @torch.no_grad()
     def encode(model: pl.LightningModule, images: Tensor, batch_size: int) -> tuple[Tensor, float]:
         """Codes of `images` on the model's device, and the seconds it took, in eval mode."""
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluating(model):
             return timed(
                 lambda: torch.cat([model.encode(chunk.to(model.device)) for chunk in images.split(batch_size)]),
                 model.device,
             )
-        finally:
-            model.train(was_training)
 
     @staticmethod
     def tensorboard(trainer: pl.Trainer) -> SummaryWriter | None:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices
+from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices, evaluating
 from lightning_ae.checks import check_positive_int
 from lightning_ae.files import atomic_write
 
@@ -35,12 +35,8 @@ class ReconstructionGrid(EvaluationCallback):
         picked = class_stratified_indices(split.item_labels, self.per_class, len(data.class_names))
         inputs, targets, _ = split.batch(picked)
         clean = split.images[split.image_index(picked)]
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
+        with evaluating(pl_module):
             outputs = pl_module(inputs.to(pl_module.device)).cpu()
-        finally:
-            pl_module.train(was_training)
         rows = [clean]
         if not torch.equal(inputs, clean):
             rows.append(inputs)
