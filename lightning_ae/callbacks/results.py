@@ -18,6 +18,7 @@ from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.callbacks.divergence import DivergenceGuard
 from lightning_ae.files import write_json
 from lightning_ae.models import AutoencoderBase
+from lightning_ae.provenance import git_commit
 
 PCA_PREFIX = "pca_"
 
@@ -138,6 +139,7 @@ class ResultsJSON(pl.Callback):
                 "pytorch_lightning": pl.__version__,
                 "sklearn": sklearn.__version__,
                 "python": platform.python_version(),
+                "commit": git_commit(),
                 "device": str(pl_module.device),
                 "world_size": trainer.world_size,
             },

@@ -10,10 +10,8 @@ several seeds are shown as mean ± standard deviation.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -23,8 +21,9 @@ from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
 
+from lightning_ae.provenance import git_commit
 from lightning_ae.study.document import Document, Figure, Heading, Paragraph, Table
-from lightning_ae.study.runner import read_results
+from lightning_ae.study.runner import read_results, read_sessions
 from lightning_ae.study.spec import RunSpec, Study
 
 ANCHORS = {
@@ -124,6 +123,15 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str
     return path
 
 
+def describe_machine(facts: dict[str, Any]) -> str:
+    gpu = facts.get("gpu")
+    return (
+        f"{facts.get('processor', '?')} ({facts.get('cpus', '?')} cores, {facts.get('torch_threads', '?')} torch "
+        f"threads), {facts.get('system', '?')}, Python {facts.get('python', '?')}, torch {facts.get('torch', '?')}, "
+        + (f"GPU {gpu}" if gpu else "no GPU")
+    )
+
+
 class ReportBuilder:
     def __init__(self, study: Study, folder: Path, output: Path) -> None:
         self.study, self.folder, self.output = study, folder, output
@@ -147,26 +155,33 @@ class ReportBuilder:
     # -- header ------------------------------------------------------------------------------
 
     def header(self) -> None:
-        try:
-            commit = subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            commit = "unknown"
         wall = sum((r.results.get("timings") or {}).get("wall_seconds", 0) or 0 for r in self.results)
         pretrain = sum(
             sum((s.get("fit_seconds") or 0) for s in r.results.get("stages", {}).values())
             for r in self.results
             if r.run.kind == "pretrain"
         )
+        # Provenance from the study's journal: the commits and machines the runs ran on, not this checkout's.
+        sessions = [s for s in read_sessions(self.folder) if (s.get("runs") or {}).get("ran")]
+        if sessions:
+            commits = ", ".join(dict.fromkeys(str(s.get("commit")) for s in sessions))
+            machines = "; ".join(dict.fromkeys(describe_machine(s.get("machine") or {}) for s in sessions))
+            study_wall = sum(s.get("wall_seconds") or 0 for s in sessions)
+            started = min(s["started"] for s in sessions)
+            provenance = (
+                f"Ran on commit {commits}, {machines}; {len(sessions)} study session(s) from {started}, "
+                f"wall time {study_wall / 60:.1f} min."
+            )
+        else:
+            provenance = f"No study session is on record in {self.folder} (runs copied from elsewhere?)."
         self.doc.add(
             Paragraph(
                 f"Study `{self.study.name}` ({self.study.description}). Command: "
                 f"`lightning-ae study {self.study.source}` then `lightning-ae report {self.study.source}`. "
-                f"Commit {commit}; machine: {platform.machine()}, {platform.system()}, Python "
-                f"{platform.python_version()}; {len(self.results)} of {len(self.study.runs)} runs finished; "
-                f"training and evaluation wall time of the finished runs: {(wall + pretrain) / 60:.1f} min. "
-                f"Written {datetime.now(timezone.utc).isoformat(timespec='minutes')}."
+                f"{provenance} {len(self.results)} of {len(self.study.runs)} runs finished; "
+                f"training and evaluation time summed over the finished runs: {(wall + pretrain) / 60:.1f} min. "
+                f"Report written {datetime.now(timezone.utc).isoformat(timespec='minutes')} from commit "
+                f"{git_commit()}."
             )
         )
 

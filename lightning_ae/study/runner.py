@@ -7,6 +7,8 @@ Layout under the study folder (default `studies/<name>/`):
     runs/<run id>/results.json   written atomically when the run has finished: its presence
                                  (complete and valid) means done
     runs/<run id>/.lock          held (flock) while a process works on the run
+    sessions.json                one entry per `lightning-ae study` invocation: when, on which commit and
+                                 machine, which part, how long, how it ended (the report's provenance)
 
 A run whose `results.json` is valid is skipped. A run that was interrupted resumes from its
 `last.ckpt`. A `results.json` that cannot be read or is incomplete is set aside
@@ -24,13 +26,16 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from lightning_ae.files import atomic_write, write_json
+from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.spec import RunSpec, Study
 
 log = logging.getLogger(__name__)
@@ -100,6 +105,53 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def read_sessions(folder: Path) -> list[dict[str, Any]]:
+    """The study's session journal; an unreadable journal reads as empty (it is provenance, not results)."""
+    try:
+        sessions = json.loads((folder / "sessions.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return sessions if isinstance(sessions, list) else []
+
+
+def _record_session(folder: Path, session: dict[str, Any]) -> None:
+    """Add or update (by id) one session in sessions.json; shards sharing the folder take turns (flock)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".sessions.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            sessions = [s for s in read_sessions(folder) if s.get("id") != session["id"]]
+            write_json(folder / "sessions.json", sessions + [session])
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def study_session(folder: Path, shard: Shard | None, only: str | None) -> Iterator[dict[str, Any]]:
+    """Journal one invocation: started, then finished or interrupted, with its wall time and run counts."""
+    session: dict[str, Any] = {
+        "id": uuid.uuid4().hex[:12],
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(),
+        "shard": f"{shard.index}/{shard.count}" if shard else None,
+        "only": only,
+        "status": "running",
+    }
+    _record_session(folder, session)
+    start = time.perf_counter()
+    try:
+        yield session
+        session["status"] = "finished"
+    except BaseException as err:
+        session["status"] = f"interrupted ({type(err).__name__})"
+        raise
+    finally:
+        session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        session["wall_seconds"] = round(time.perf_counter() - start, 1)
+        _record_session(folder, session)
+
+
 def _write_run_files(run: RunSpec, run_dir: Path) -> Path:
     import yaml
 
@@ -166,6 +218,13 @@ def run_study(
             status = run_status(folder / "runs" / run.run_id)
             print(f"[{number}/{len(runs)}] {status:8s} {run.run_id}  {run.describe()}")
         return outcome
+    with study_session(folder, shard, only) as session:
+        _run_all(runs, folder, outcome)
+        session["runs"] = {name: len(ids) for name, ids in outcome.items()}
+    return outcome
+
+
+def _run_all(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]]) -> None:
     durations: list[float] = []
     for number, run in enumerate(runs, start=1):
         run_dir = folder / "runs" / run.run_id
@@ -198,4 +257,3 @@ def run_study(
             (run_dir / "failed.json").unlink(missing_ok=True)
             outcome["ran"].append(run.run_id)
             print(f"    done in {_duration(durations[-1])}", flush=True)
-    return outcome
