@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 import sys
 from argparse import ArgumentError
@@ -21,7 +22,13 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from lightning_ae.callbacks import DivergenceGuard, PredictionWriter, ResultsJSON
+from lightning_ae.callbacks import (
+    DivergenceGuard,
+    GracefulInterruption,
+    PredictionWriter,
+    ResultsJSON,
+    RunInterrupted,
+)
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.data import DATASETS, MNISTDataModule
 from lightning_ae.data.datamodule import LAYOUTS
@@ -83,6 +90,14 @@ class AutoencoderCLI(LightningCLI):
         is_tensorboard = isinstance(logger, Namespace) and logger.get("class_path") == TENSORBOARD
         if is_tensorboard and logger.init_args.get("name") in (None, AUTO_NAME):
             logger.init_args.name = run_name(config.model, config.data)
+        if config.get("ckpt_path") == "last" and is_tensorboard:
+            # Lightning looks for last.ckpt in the new run's own (empty) version folder and, finding
+            # none, silently starts afresh: resume the newest run of this name, in its own folder.
+            path, version = find_last_checkpoint(logger.init_args)
+            config.ckpt_path, logger.init_args.version = str(path), version
+        if "weights_only" in config and config.weights_only is None:
+            # A checkpoint is a pickle: read only tensors and plain values, so that loading one cannot run code.
+            config.weights_only = True
         # Redrawing the progress bar every step costs about a quarter of a basic-AE epoch on 2 cores.
         callbacks = config.trainer.callbacks or []
         has_bar = any("ProgressBar" in str(c.get("class_path", "")) for c in callbacks if isinstance(c, Namespace))
@@ -127,7 +142,27 @@ class AutoencoderCLI(LightningCLI):
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
             checkpoint = self.trainer.checkpoint_callback
             best = "best" if checkpoint is not None and checkpoint.best_model_path else None
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
+
+
+def find_last_checkpoint(logger_args: Namespace) -> tuple[Path, str]:
+    """The newest `version_*/checkpoints/last.ckpt` of a TensorBoard run (or of its given version), and that version."""
+    root = Path(logger_args.get("save_dir") or DEFAULT_LOG_DIR) / (logger_args.get("name") or "")
+    version = logger_args.get("version")
+    if version is not None:
+        folder = f"version_{version}" if isinstance(version, int) else str(version)
+        candidates = [root / folder / "checkpoints" / "last.ckpt"]
+    else:
+        folders = [(re.fullmatch(r"version_(\d+)", p.name), p) for p in root.glob("version_*")]
+        numbered = [(int(match.group(1)), p) for match, p in folders if match]
+        candidates = [p / "checkpoints" / "last.ckpt" for _, p in sorted(numbered)]
+    existing = [path for path in candidates if path.is_file()]
+    if not existing:
+        raise FileNotFoundError(
+            f"ckpt_path='last': no checkpoints/last.ckpt under {root}/{'version_*' if version is None else folder}: "
+            "nothing to resume; start without --ckpt_path, or give a checkpoint file."
+        )
+    return existing[-1], existing[-1].parent.parent.name
 
 
 def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
@@ -141,6 +176,7 @@ def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
             "callbacks": [
                 ResultsJSON(),
                 DivergenceGuard(),  # stops a run whose loss or weights stop being finite
+                GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
                 PredictionWriter(),  # only acts in `predict`
                 ModelCheckpoint(
                     monitor="val/loss",
@@ -313,6 +349,17 @@ def main(argv: list[str] | None = None) -> int:
         cli = lightning_cli(argv)
         # A diverged run has already said where and what to try (DivergenceGuard logs it).
         return 3 if diverged(cli.trainer) is not None else 0
+    except RunInterrupted as err:
+        print(f"lightning-ae: {err}", file=sys.stderr)
+        return err.exit_code
+    except pickle.UnpicklingError as err:
+        print(
+            "lightning-ae: error: the checkpoint holds Python objects that a safe load refuses (it could run code "
+            f"when loaded): {str(err).strip().splitlines()[-1]}. Load only checkpoints written by lightning-ae; "
+            "for a file you trust, pass --weights_only false.",
+            file=sys.stderr,
+        )
+        return 2
     except ArgumentError as err:
         print(f"lightning-ae: error: {concise_error(str(err))}", file=sys.stderr)
         print("  (see `lightning-ae <subcommand> --help` for every option)", file=sys.stderr)

@@ -5,6 +5,7 @@ from lightning_ae.callbacks.denoising import DenoisingReference
 from lightning_ae.callbacks.divergence import DivergenceGuard
 from lightning_ae.callbacks.embeddings import EmbeddingProjector, TSNEPlot
 from lightning_ae.callbacks.images import PairsGrid, ReconstructionGrid
+from lightning_ae.callbacks.interruption import GracefulInterruption, RunInterrupted
 from lightning_ae.callbacks.knn import KNNEvaluator
 from lightning_ae.callbacks.pca import PCABaseline
 from lightning_ae.callbacks.predictions import PredictionWriter
@@ -15,11 +16,13 @@ __all__ = [
     "DivergenceGuard",
     "EmbeddingProjector",
     "EvaluationCallback",
+    "GracefulInterruption",
     "KNNEvaluator",
     "PCABaseline",
     "PairsGrid",
     "PredictionWriter",
     "ReconstructionGrid",
     "ResultsJSON",
+    "RunInterrupted",
     "TSNEPlot",
 ]

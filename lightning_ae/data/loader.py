@@ -5,7 +5,9 @@ of a `DataLoader` are pure overhead here. `InMemoryLoader` is a plain iterable
 that Lightning accepts as a dataloader: it shuffles with a seeded generator per
 epoch (Lightning calls `loader.sampler.set_epoch`), shards across DDP ranks itself,
 and draws fresh corruption noise for every training batch from a generator seeded by
-(seed, epoch, rank), so an epoch is reproducible and a resumed run sees the same noise.
+(seed, epoch, rank, batch), so an epoch is reproducible and a resumed run sees the same noise.
+It is resumable mid-epoch (Lightning saves and restores its `state_dict` with the loops):
+a run restored from a checkpoint taken after step n of an epoch goes on with step n + 1.
 """
 
 from __future__ import annotations
@@ -130,28 +132,51 @@ class InMemoryLoader:
         self.sampler = sampler  # the name Lightning looks for when it calls set_epoch
         self.batch_sampler = None  # Lightning inspects it; batching is the sampler's job here
         self.group = group
+        self._yielded = 0  # items (batches or groups) handed out in the current pass
+        self._resume: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.group)
 
-    def __iter__(self) -> Iterator[Batch]:
+    # Lightning's loops call these when they save and load a checkpoint. The loader has no
+    # length-unknown prefetching (it has __len__), so `yielded` is exactly what the steps consumed.
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "yielded": self._yielded, "group": self.group}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("group", self.group) != self.group:
+            raise ValueError(
+                f"the checkpoint was taken with {state['group']} batches per step and this run has {self.group}: "
+                "resume with the same data.batch_size and data.group_batches."
+            )
+        self._resume = dict(state)
+
+    def _skip(self) -> int:
+        """Items to skip in this pass: those consumed before the checkpoint, when it is of this epoch."""
+        resume, self._resume = self._resume, None
+        if resume is None or resume.get("epoch") != self.sampler.epoch:
+            return 0
+        return int(resume.get("yielded", 0))
+
+    def _noise(self, batch_number: int) -> torch.Generator | None:
+        if self.split.corruption is None or self.split.fixed_inputs is not None:
+            return None
+        # Fresh noise for every batch, reproducible per (seed, epoch, rank, batch): a resumed pass redraws it.
         sampler = self.sampler
-        noise = None
-        if self.split.corruption is not None and self.split.fixed_inputs is None:
-            # Fresh noise for every batch, reproducible per (seed, epoch, rank).
-            noise = torch.Generator().manual_seed(derive_seed(sampler.seed, sampler.epoch, sampler.rank, 1))
-        if self.group == 1:
-            for index in sampler:
-                yield self.split.batch(index, noise)
-            return
-        group: list[Batch] = []
-        for index in sampler:
-            group.append(self.split.batch(index, noise))
-            if len(group) == self.group:
-                yield group
-                group = []
-        if group:
-            yield group
+        return torch.Generator().manual_seed(derive_seed(sampler.seed, sampler.epoch, sampler.rank, 1, batch_number))
+
+    def __iter__(self) -> Iterator[Batch]:
+        # A generator: the body runs at the first next(), after Lightning's set_epoch and load_state_dict.
+        skip = self._skip()
+        self._yielded = skip
+        indices = list(self.sampler)
+        for start in range(skip * self.group, len(indices), self.group):
+            batches = [
+                self.split.batch(indices[number], self._noise(number))
+                for number in range(start, min(start + self.group, len(indices)))
+            ]
+            self._yielded += 1
+            yield batches[0] if self.group == 1 else batches
 
 
 GROUP_IMAGES = 4096  # images per Lightning step when batches are grouped automatically

@@ -1,0 +1,125 @@
+"""Interrupted runs: SIGTERM/SIGINT save a checkpoint and exit cleanly; SIGKILL loses at most the epoch in
+progress; either way the resumed run ends with the same weights and metrics as a run never interrupted.
+
+The interruption comes from a callback that signals its own process at a fixed optimizer step
+(tests/scripts/signal_at_step.py), so "the middle of epoch 2" is the same point on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+# 2,048 images at batch 32 in groups of 4 batches: 16 Lightning steps and 64 optimizer steps per epoch.
+STEPS_PER_EPOCH = 64
+ARGS = ["--data.train_subset", "2048", "--data.group_batches", "4", "--trainer.max_epochs", "4"]
+ARGS += ["--trainer.enable_progress_bar", "false", "--model.init_args.code_dim", "8"]
+
+
+def write_config(folder: Path, source: str, signal_step: int | None = None, signal_name: str = "SIGTERM") -> Path:
+    """The real config without its evaluation callbacks (seconds, not minutes), plus the signalling one."""
+    config = yaml.safe_load((REPO / "configs" / source).read_text())
+    config["trainer"]["callbacks"] = []
+    if signal_step is not None:
+        config["trainer"]["callbacks"] = [
+            {"class_path": "signal_at_step.SignalAtStep", "init_args": {"step": signal_step, "signal_name": signal_name}}
+        ]
+    path = folder / f"{Path(source).stem}-{signal_name if signal_step else 'plain'}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def fit(config: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "scripts"), str(REPO)])}
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_ae", "fit", "--config", str(config), *ARGS, *extra],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def finished_run(root: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    [results_file] = root.glob("lightning_logs/*/version_*/results.json")
+    [last] = root.glob("lightning_logs/*/version_*/checkpoints/last.ckpt")
+    return json.loads(results_file.read_text()), torch.load(last, weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, tuple[dict, dict[str, torch.Tensor]]]:
+    """The reference: each config run straight through, same seed."""
+    runs = {}
+    for source in ("basic_ae.yaml", "denoising_ae.yaml"):
+        folder = tmp_path_factory.mktemp(f"straight-{Path(source).stem}")
+        result = fit(write_config(folder, source), folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[source] = finished_run(folder)
+    return runs
+
+
+def assert_same_run(resumed: tuple[dict, dict], reference: tuple[dict, dict]) -> None:
+    (results, weights), (expected_results, expected_weights) = resumed, reference
+    assert results["status"] == "tested" and results["global_step"] == expected_results["global_step"]
+    for key, value in expected_results["ae"].items():
+        assert results["ae"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    assert weights.keys() == expected_weights.keys()
+    for name, tensor in expected_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("source", "signal_name"), [("basic_ae.yaml", "SIGTERM"), ("denoising_ae.yaml", "SIGINT")]
+)
+def test_a_signal_mid_epoch_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(
+    tmp_path, uninterrupted, source, signal_name
+):
+    step = STEPS_PER_EPOCH + 2 * 4 + 1  # a third of the way into epoch 2 (epoch 1 in Lightning's count)
+    result = fit(write_config(tmp_path, source, step, signal_name), tmp_path)
+    assert result.returncode == 128 + getattr(signal, signal_name), result.stderr[-3000:]
+    assert f"{signal_name} received: stopped in epoch 1" in result.stderr
+    assert "--ckpt_path last" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("lightning_logs/*/version_*/results.json")), "an interrupted run has no results"
+    [checkpoint] = tmp_path.glob("lightning_logs/*/version_0/checkpoints/last.ckpt")
+    saved = torch.load(checkpoint, weights_only=True)
+    # Saved mid-epoch, at the end of the Lightning step during which the signal came (groups of 4 updates).
+    assert saved["epoch"] == 1 and STEPS_PER_EPOCH < saved["global_step"] < 2 * STEPS_PER_EPOCH
+    assert saved["global_step"] % 4 == 0
+
+    resumed = fit(write_config(tmp_path, source), tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "not resumable" not in resumed.stderr  # Lightning's warning for a loader it cannot restore
+    # The resumed run continued in the interrupted run's folder, not in a new version.
+    assert [p.name for p in tmp_path.glob("lightning_logs/*/version_*")] == ["version_0"]
+    assert_same_run(finished_run(tmp_path), uninterrupted[source])
+
+
+def test_a_hard_kill_loses_only_the_epoch_in_progress_and_resumes_to_the_same_result(tmp_path, uninterrupted):
+    step = 2 * STEPS_PER_EPOCH + 20  # in the middle of epoch 3
+    killed = fit(write_config(tmp_path, "basic_ae.yaml", step, "SIGKILL"), tmp_path)
+    assert killed.returncode == -signal.SIGKILL
+    [checkpoint] = tmp_path.glob("lightning_logs/*/version_0/checkpoints/last.ckpt")
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 2 * STEPS_PER_EPOCH  # the last epoch end
+
+    resumed = fit(write_config(tmp_path, "basic_ae.yaml"), tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(finished_run(tmp_path), uninterrupted["basic_ae.yaml"])
+
+
+def test_resuming_with_nothing_to_resume_says_so(tmp_path):
+    result = fit(write_config(tmp_path, "basic_ae.yaml"), tmp_path, "--ckpt_path", "last")
+    assert result.returncode == 2
+    assert "ckpt_path='last': no checkpoints/last.ckpt under lightning_logs/Autoencoder-d8-sigmoid" in result.stderr
+    assert not (tmp_path / "lightning_logs").exists()
