@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import sys
+import zipfile
 from argparse import ArgumentError
 from pathlib import Path
 
@@ -120,8 +121,7 @@ class AutoencoderCLI(LightningCLI):
         path = self.config[self.subcommand].get("ckpt_path")
         if path in (None, "last", "best", "hpc", "registry") or "://" in str(path):
             return
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file.")
+        check_checkpoint_file(path)
 
     def before_test(self) -> None:
         self._check_checkpoint_path()
@@ -311,6 +311,13 @@ _PARSE_NOISE = (
     "Does not validate against any",
     "- Expected a <class 'NoneType'>",
     "- Problem with given class_path",
+    "Given value type:",
+    # why a value is not some other kind of callback/model entry: never the user's problem
+    "Not a valid subclass of",
+    "Subclass types expect one of",
+    "- a class path (str)",
+    "- a dict with",
+    "- a dict without",
 )
 
 
@@ -332,9 +339,54 @@ def concise_error(message: str) -> str:
     return f"{where}: {text}" if where else text
 
 
+def check_checkpoint_file(path: str) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no directory
+        raise ValueError(f"ckpt_path={path!r} is not a complete checkpoint (truncated, or not written by torch).")
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    values = [value for name, value in zip(args, args[1:], strict=False) if name == flag]
+    return values + [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{flag}=")]
+
+
+def check_files(args: list[str]) -> None:
+    """Config and checkpoint files named on the command line, checked before Lightning opens them.
+
+    LightningCLI reads a checkpoint while it parses (for its hyperparameters), so a truncated
+    one would otherwise fail with a bare OSError.
+    """
+    for path in flag_values(args, "--ckpt_path"):
+        if path not in ("last", "best", "hpc", "registry") and "://" not in path:
+            check_checkpoint_file(path)
+    check_config_files(flag_values(args, "--config"))
+
+
+def check_config_files(files: list[str]) -> None:
+    """Each `--config FILE` must be a YAML mapping; say which file and where, before Lightning sees it."""
+    import yaml
+
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue  # the parser names a missing file itself
+        try:
+            content = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            where = getattr(err, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"config {name}: not valid YAML{at}: {problem}.") from None
+        if not isinstance(content, dict):
+            found = "an empty file" if content is None else f"a {type(content).__name__}"
+            raise ValueError(f"config {name}: expected a mapping of sections (trainer, model, data), found {found}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
+        check_files(args)
         if args and args[0] == "data":
             return data_check(args[1:])
         if args and args[0] == "describe":

@@ -109,35 +109,6 @@ def test_fit_on_a_tiny_slice_trains_tests_and_writes_every_output(tmp_path):
     assert torch.equal(predictions["label"][:5], torch.tensor([7, 2, 1, 0, 4]))  # the first MNIST test labels
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--model.init_args.code_dim", "0"], "code_dim=0 is not valid; valid: a positive integer"),
-        (["--model.init_args.code_dim", "abc"], "model.code_dim: Expected a <class 'int'>. Got value: abc"),
-        (["--model.init_args.activation", "swish"], "activation='swish' is not a known activation"),
-        (["--model.init_args.loss", "hinge"], "loss='hinge' is not a known loss; valid values: ['bce', 'mse']"),
-        (["--model.init_args.cod_dim", "8"], "model: Option 'cod_dim' is not accepted"),
-        (["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch 3"),  # no abbreviations
-        (["--data.layout", "square"], "layout='square' is not a known layout"),
-        (["--ckpt_path", "missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
-        (["--config", "no-such.yaml"], "config: File does not exist"),
-    ],
-)
-def test_cli_bad_input_is_one_clear_message_and_exit_status_2(tmp_path, monkeypatch, capsys, args, message):
-    from conftest import REPO
-
-    from lightning_ae.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    argv = ["fit", "--config", str(REPO / "configs" / "basic_ae.yaml"), "--data.train_subset", "64", *args]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("lightning-ae: error:")]
-    assert len(errors) == 1 and message in errors[0], err[-2000:]
-    assert "Traceback" not in err and "NoneType" not in err
-    assert not (tmp_path / "lightning_logs").exists()  # nothing half-written
-
-
 def test_describe_prints_every_layer_with_its_shape(capsys):
     from conftest import REPO
 

@@ -33,7 +33,10 @@ def write_config(folder: Path, source: str, signal_step: int | None = None, sign
     config["trainer"]["callbacks"] = []
     if signal_step is not None:
         config["trainer"]["callbacks"] = [
-            {"class_path": "signal_at_step.SignalAtStep", "init_args": {"step": signal_step, "signal_name": signal_name}}
+            {
+                "class_path": "signal_at_step.SignalAtStep",
+                "init_args": {"step": signal_step, "signal_name": signal_name},
+            }
         ]
     path = folder / f"{Path(source).stem}-{signal_name if signal_step else 'plain'}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -80,9 +83,7 @@ def assert_same_run(resumed: tuple[dict, dict], reference: tuple[dict, dict]) ->
         torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize(
-    ("source", "signal_name"), [("basic_ae.yaml", "SIGTERM"), ("denoising_ae.yaml", "SIGINT")]
-)
+@pytest.mark.parametrize(("source", "signal_name"), [("basic_ae.yaml", "SIGTERM"), ("denoising_ae.yaml", "SIGINT")])
 def test_a_signal_mid_epoch_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(
     tmp_path, uninterrupted, source, signal_name
 ):

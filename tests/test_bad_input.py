@@ -1,0 +1,332 @@
+"""Bad input, collected: every case is given as a user gives it (a command-line flag, a YAML config, a
+data folder, a checkpoint file, a study file) to `lightning-ae`, and must end with a non-zero exit, one
+`lightning-ae: error:` line that names the problem, no traceback, and nothing half-written.
+
+Component-level checks of the same validation (the exact exception types) live beside each
+component's own tests; this module is the user's view, across the CLI, the configs, the
+DataModule, the models, the callbacks, the data files, checkpoints and the study.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import MNIST_DIR, REPO
+
+from lightning_ae.cli import main
+
+BASIC = REPO / "configs" / "basic_ae.yaml"
+FAST = ["--data.train_subset", "64", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+
+
+def run_cli(folder: Path, monkeypatch, capsys, argv: list[str]) -> tuple[int, str]:
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "argv", ["lightning-ae"])  # as from a shell: only `argv` holds arguments
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def assert_refused(code: int, err: str, message: str, folder: Path) -> None:
+    assert code != 0
+    errors = [line for line in err.splitlines() if line.startswith("lightning-ae: error:")]
+    assert len(errors) == 1, err[-3000:]
+    assert message in errors[0], err[-3000:]
+    assert "Traceback" not in err and "NoneType" not in err
+    # Nothing half-written: no run folder, no results, no study folder.
+    for leftover in ("lightning_logs", "studies", "reports"):
+        assert not (folder / leftover).exists(), f"{leftover} was written"
+    assert not list(folder.rglob("results.json"))
+
+
+# -- flags on the command line -------------------------------------------------------------------------
+
+FLAGS = [
+    ("code-dim-zero", ["--model.init_args.code_dim", "0"], "code_dim=0 is not valid; valid: a positive integer"),
+    (
+        "code-dim-word",
+        ["--model.init_args.code_dim", "abc"],
+        "model.code_dim: Expected a <class 'int'>. Got value: abc",
+    ),
+    ("code-dim-float", ["--model.init_args.code_dim", "2.5"], "model.code_dim: Expected a <class 'int'>"),
+    ("activation", ["--model.init_args.activation", "swish"], "activation='swish' is not a known activation"),
+    ("output-activation", ["--model.init_args.output_activation", "softmax"], "output_activation='softmax'"),
+    ("loss", ["--model.init_args.loss", "hinge"], "loss='hinge' is not a known loss; valid values: ['bce', 'mse']"),
+    ("hidden-dims-zero", ["--model.init_args.hidden_dims", "[100, 0]"], "hidden_dims"),
+    ("unknown-model-key", ["--model.init_args.cod_dim", "8"], "model: Option 'cod_dim' is not accepted"),
+    ("unknown-model-class", ["--model", "lightning_ae.models.Nope"], "model"),
+    ("abbreviated-flag", ["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch 3"),
+    ("unknown-flag", ["--data.batchsize", "3"], "unrecognized arguments: --data.batchsize 3"),
+    ("max-epochs-word", ["--trainer.max_epochs", "ten"], "trainer.max_epochs"),
+    ("layout", ["--data.layout", "square"], "layout='square' is not a known layout"),
+    ("dataset", ["--data.dataset", "cifar"], "dataset='cifar' is not a known dataset"),
+    ("batch-size-zero", ["--data.batch_size", "0"], "batch_size=0 is not valid"),
+    ("batch-size-negative", ["--data.batch_size", "-32"], "batch_size=-32 is not valid"),
+    ("val-size-too-big", ["--data.val_size", "60000"], "val_size=60000 is not valid"),
+    ("train-subset-zero", ["--data.train_subset", "0"], "train_subset=0 is not valid"),
+    ("corruption", ["--data.corruption", "blur"], "corruption='blur' is not a known corruption"),
+    (
+        "corruption-p-out-of-range",
+        ["--data.corruption", "masking", "--data.corruption_args", "{p: 1.5}"],
+        "p=1.5 is out of range",
+    ),
+    ("corruption-args-alone", ["--data.corruption_args", "{p: 0.5}"], "given without a corruption"),
+    (
+        "corruption-unknown-arg",
+        ["--data.corruption", "gaussian", "--data.corruption_args", "{sigmaa: 0.5}"],
+        "sigmaa",
+    ),
+    (
+        "block-too-big",
+        ["--data.corruption", "block", "--data.corruption_args", "{size: 40}"],
+        "size=40",
+    ),
+    ("pairs-sim-zero", ["--data.pairs", "true", "--data.sim", "0"], "sim=0 is not valid"),
+    ("missing-checkpoint", ["--ckpt_path", "missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
+    ("missing-config", ["--config", "no-such.yaml"], "config: File does not exist"),
+    ("last-with-nothing-to-resume", ["--ckpt_path", "last"], "ckpt_path='last': no checkpoints/last.ckpt"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), [case[1:] for case in FLAGS], ids=[case[0] for case in FLAGS])
+def test_bad_flag(tmp_path, monkeypatch, capsys, args, message):
+    code, err = run_cli(tmp_path, monkeypatch, capsys, ["fit", "--config", str(BASIC), *FAST, *args])
+    assert code == 2
+    assert_refused(code, err, message, tmp_path)
+
+
+# -- YAML configs ----------------------------------------------------------------------------------------
+
+
+def edited_config(folder: Path, edit) -> Path:
+    config = yaml.safe_load(BASIC.read_text())
+    edit(config)
+    path = folder / "edited.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _callback(name: str, **init_args):
+    def edit(config):
+        config["trainer"]["callbacks"] = [
+            {"class_path": f"lightning_ae.callbacks.{name}", "init_args": init_args},
+        ]
+
+    return edit
+
+
+YAMLS = [
+    ("unknown-top-level-key", lambda c: c.update(modle={"init_args": {"code_dim": 8}}), "modle"),
+    ("unknown-trainer-key", lambda c: c["trainer"].update(max_epoch=3), "max_epoch"),
+    ("wrong-type", lambda c: c["data"].update(batch_size="many"), "data.batch_size"),
+    ("model-not-a-mapping", lambda c: c.update(model=[1, 2]), "model"),
+    ("knn-k-zero", _callback("KNNEvaluator", k=0), "k=0 is not valid"),
+    ("knn-backend", _callback("KNNEvaluator", backend="faiss"), "backend='faiss' is not a known kNN backend"),
+    ("pca-dim-zero", _callback("PCABaseline", dim=0), "dim=0 is not valid"),
+    ("tsne-perplexity", _callback("TSNEPlot", perplexity=0), "perplexity=0.0 is not valid"),
+    ("tsne-filename", _callback("TSNEPlot", filename="tsne.jpg"), "filename='tsne.jpg' is not valid"),
+    ("projector-too-many", _callback("EmbeddingProjector", max_items=100000), "max_items=100000 is not valid"),
+    ("grid-filename", _callback("ReconstructionGrid", filename="grid.gif"), "filename='grid.gif' is not valid"),
+    ("callback-unknown-arg", _callback("KNNEvaluator", kk=3), "kk"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), [case[1:] for case in YAMLS], ids=[case[0] for case in YAMLS])
+def test_bad_yaml_config(tmp_path, monkeypatch, capsys, edit, message):
+    config = edited_config(tmp_path, edit)
+    code, err = run_cli(tmp_path, monkeypatch, capsys, ["fit", "--config", str(config), *FAST])
+    assert code == 2
+    assert_refused(code, err, message, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("trainer: [max_epochs: 3\n", "edited.yaml: not valid YAML (line 2, column 1)"),
+        ("- just\n- a list\n", "edited.yaml: expected a mapping of sections (trainer, model, data), found a list"),
+        ("", "edited.yaml: expected a mapping of sections (trainer, model, data), found an empty file"),
+    ],
+    ids=["malformed-yaml", "yaml-list", "empty-yaml"],
+)
+def test_unreadable_yaml_config(tmp_path, monkeypatch, capsys, text, message):
+    (tmp_path / "edited.yaml").write_text(text)
+    code, err = run_cli(tmp_path, monkeypatch, capsys, ["fit", "--config", str(tmp_path / "edited.yaml")])
+    assert_refused(code, err, message, tmp_path)
+
+
+# -- data files --------------------------------------------------------------------------------------------
+
+
+def data_copy(folder: Path) -> Path:
+    copy = folder / "mnist-copy"
+    copy.mkdir()
+    for file in MNIST_DIR.glob("*.gz"):
+        shutil.copy(file, copy / file.name)
+    return copy
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _tamper(path: Path) -> None:
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[-1] ^= 0xFF  # one pixel of the last image
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def _bad_header(path: Path) -> None:
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[2] = 0x42  # not an IDX type code
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def _short_content(path: Path) -> None:
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_truncate, "the gzip stream is truncated or corrupted"),
+        (_tamper, "SHA-256 of the decompressed content does not match"),
+        (_bad_header, "expected an IDX magic number"),
+        (_short_content, "file is truncated: expected"),
+    ],
+    ids=["truncated-gzip", "tampered-pixel", "bad-idx-header", "truncated-idx"],
+)
+def test_damaged_data_file(tmp_path, monkeypatch, capsys, damage, message):
+    folder = data_copy(tmp_path)
+    damage(folder / "t10k-images-idx3-ubyte.gz")
+    argv = ["fit", "--config", str(BASIC), *FAST, "--data.data_dir", str(folder)]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
+    assert_refused(code, err, message, tmp_path)
+    assert "t10k-images-idx3-ubyte.gz" in err
+
+
+def test_truncated_data_cache_is_rebuilt_not_read(tmp_path, monkeypatch):
+    """Not an error: a damaged cache entry costs a re-read of the verified source, never a wrong array."""
+    from lightning_ae.data import load_dataset
+
+    cache = tmp_path / "cache"
+    first = load_dataset("mnist", cache_dir=cache)
+    [entry] = cache.glob("t10k-labels*.npy")
+    _truncate(entry)
+    again = load_dataset("mnist", cache_dir=cache)
+    assert (again.test_labels == first.test_labels).all() and entry.stat().st_size > 5000
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+
+
+def lightning_checkpoint(path: Path, state_dict: dict, **extra) -> Path:
+    import pytorch_lightning as pl
+
+    torch.save({"state_dict": state_dict, "pytorch-lightning_version": pl.__version__, **extra}, path)
+    return path
+
+
+def test_checkpoint_of_another_models_shape(tmp_path, monkeypatch, capsys):
+    from lightning_ae.models import Autoencoder
+
+    other = Autoencoder(code_dim=16)  # the config's model has code_dim 8 below
+    checkpoint = lightning_checkpoint(tmp_path / "d16.ckpt", other.state_dict())
+    argv = ["test", "--config", str(BASIC), *FAST, "--model.init_args.code_dim", "8", "--ckpt_path", str(checkpoint)]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
+    assert code == 2 and "size mismatch" in err and "encoder" in err
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_truncated_checkpoint(tmp_path, monkeypatch, capsys):
+    from lightning_ae.models import Autoencoder
+
+    checkpoint = lightning_checkpoint(tmp_path / "cut.ckpt", Autoencoder(code_dim=8).state_dict())
+    _truncate(checkpoint)
+    argv = ["test", "--config", str(BASIC), *FAST, "--model.init_args.code_dim", "8", "--ckpt_path", str(checkpoint)]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
+    assert_refused(code, err, "is not a complete checkpoint (truncated, or not written by torch)", tmp_path)
+
+
+class Payload:
+    """Unpickling this runs `Path.touch(marker)`: what a malicious checkpoint would do with os.system."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("command", ["test", "fit", "predict"])
+def test_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(tmp_path, monkeypatch, capsys, command):
+    from lightning_ae.models import Autoencoder
+
+    marker = tmp_path / "the-payload-ran"
+    checkpoint = lightning_checkpoint(
+        tmp_path / "evil.ckpt", Autoencoder(code_dim=8).state_dict(), hyper_parameters={"x": Payload(marker)}
+    )
+    torch.load(checkpoint, weights_only=False)  # the payload is real: an unsafe load runs it
+    assert marker.exists()
+    marker.unlink()
+
+    argv = [command, "--config", str(BASIC), *FAST, "--model.init_args.code_dim", "8", "--ckpt_path", str(checkpoint)]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
+    assert code == 2
+    assert "a safe load refuses (it could run code when loaded)" in err and "--weights_only false" in err
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert not list(tmp_path.rglob("results.json")) and not list(tmp_path.rglob("predictions.pt"))
+
+
+# -- studies --------------------------------------------------------------------------------------------------
+
+STUDIES = [
+    ("empty", "", "is empty or not a mapping"),
+    ("no-experiments", "name: x\nexperiments: {}\n", "'experiments' must be a non-empty mapping"),
+    ("unknown-key", "name: x\nexperiment: {a: {config: CONFIG}}\n", "unknown keys ['experiment']"),
+    ("missing-config", "name: x\nexperiments: {a: {config: nowhere.yaml}}\n", "config 'nowhere.yaml' does not exist"),
+    ("config-and-pipeline", "name: x\nexperiments: {a: {config: CONFIG, pipeline: p.yaml}}\n", "exactly one of"),
+    ("grid-not-a-list", "name: x\nexperiments: {a: {config: CONFIG, grid: {model.init_args.code_dim: 8}}}\n", "list"),
+    ("override-typo", "name: x\nexperiments: {a: {config: CONFIG, overrides: {modle.x: 1}}}\n", "'modle' is not in"),
+    ("malformed-yaml", "name: [x\n", "not valid YAML"),
+    ("seeds-zero", "name: x\nseeds: 0\nexperiments: {a: {config: CONFIG}}\n", "seeds=0 is not valid"),
+    ("name-with-slash", "name: ../x\nexperiments: {a: {config: CONFIG}}\n", "'name' must be a word"),
+    (
+        "duplicate-runs",
+        "name: x\nexperiments: {a: {config: CONFIG, grid: {model.init_args.code_dim: [8, 8]}}}\n",
+        "two runs resolve to the same config",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [case[1:] for case in STUDIES], ids=[case[0] for case in STUDIES])
+def test_bad_study_file(tmp_path, monkeypatch, capsys, text, message):
+    study = tmp_path / "study.yaml"
+    study.write_text(text.replace("CONFIG", str(BASIC)))
+    code, err = run_cli(tmp_path, monkeypatch, capsys, ["study", str(study)])
+    assert code == 2
+    assert_refused(code, err, message, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shard", "3/2"], "--shard '3/2' is not valid; valid: K/N with 1 <= K <= N"),
+        (["--shard", "one/two"], "--shard 'one/two' is not valid"),
+        (["--seeds", "0"], "seeds=0 is not valid"),
+    ],
+    ids=["shard-out-of-range", "shard-words", "seeds-flag-zero"],
+)
+def test_bad_study_flag(tmp_path, monkeypatch, capsys, args, message):
+    code, err = run_cli(tmp_path, monkeypatch, capsys, ["study", str(REPO / "configs/study/smoke.yaml"), *args])
+    assert code == 2
+    assert_refused(code, err, message, tmp_path)
+
+
+def test_study_file_missing(tmp_path, monkeypatch, capsys):
+    code, err = run_cli(tmp_path, monkeypatch, capsys, ["study", str(tmp_path / "nope.yaml")])
+    assert_refused(code, err, "does not exist", tmp_path)
