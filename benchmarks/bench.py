@@ -17,7 +17,8 @@ Sections (each row: lightning-ae, the reference, their ratio, the target):
   epochs of training; t-SNE of 5,000 codes.
 - data: one epoch of batches from the DataModule against DataLoader(TensorDataset).
 - memory (with --memory): peak RSS of `lightning-ae fit --config configs/basic_ae.yaml`
-  for 2 epochs, in a subprocess.
+  after 1 and after 20 epochs (training only), and for 2 epochs with test and evaluation;
+  RSS after each of 20 smoke-study runs in one process (5 runs x 4 seeds).
 
     python benchmarks/bench.py [--repeats 5] [--only trainer,compute,...] [--memory]
 
@@ -29,8 +30,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
+import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -385,15 +387,75 @@ def bench_data(repeats: int) -> None:
     )
 
 
+def peak_rss_mib(command: list[str], cwd: str) -> tuple[float, float]:
+    """Peak RSS (MiB) of one child process, by its own rusage (not the maximum over all children), and seconds."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024, time.perf_counter() - start
+
+
+SMOKE_RUNS_IN_ONE_PROCESS = """
+import json, resource, sys
+from pathlib import Path
+from lightning_ae.study.runner import run_study
+from lightning_ae.study.spec import load_study
+
+study = load_study(sys.argv[1], seeds=4)  # the 5 smoke runs x 4 seeds = 20 runs
+rss = []
+for run in study.runs:
+    run_study(study, Path(sys.argv[2]), only=run.run_id)
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    rss.append(pages * resource.getpagesize() / 2**20)
+print(json.dumps({"rss_mib": rss, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
 def bench_memory() -> None:
+    """Memory stays flat over long runs: peak RSS after 1 and 20 epochs, and RSS across 20 runs in one process."""
+    fit = [sys.executable, "-m", "lightning_ae", "fit", "--config", str(REPO / "configs" / "basic_ae.yaml")]
+    fit += ["--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "lightning_ae", "fit", "--config", str(REPO / "configs" / "basic_ae.yaml")]
-        command += ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
-        start = time.perf_counter()
-        subprocess.run(command, cwd=folder, check=True, capture_output=True)
-        seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    row("memory", f"peak RSS, basic_ae.yaml 2 epochs ({seconds:.0f} s)", [peak_mib], None, "MiB", "measured", None)
+        one, one_s = peak_rss_mib([*fit, "--trainer.max_epochs", "1"], folder)
+        twenty, twenty_s = peak_rss_mib([*fit, "--trainer.max_epochs", "20"], folder)
+        full, full_s = peak_rss_mib(
+            [*fit[:-2], "--trainer.max_epochs", "2"], folder
+        )  # with test and the whole evaluation, as make train
+    row(
+        "memory",
+        f"peak RSS, basic_ae.yaml fit: 20 epochs ({twenty_s:.0f} s) / 1 epoch ({one_s:.0f} s)",
+        [twenty],
+        [one],
+        "MiB",
+        "ratio <= 1.05",
+        lambda e: e["ratio"] <= 1.05,
+    )
+    row(
+        "memory",
+        f"peak RSS, basic_ae.yaml 2 epochs with test and evaluation ({full_s:.0f} s)",
+        [full],
+        None,
+        "MiB",
+        "measured",
+        None,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        script = [sys.executable, "-c", SMOKE_RUNS_IN_ONE_PROCESS, str(REPO / "configs/study/smoke.yaml"), folder]
+        result = subprocess.run(script, cwd=REPO, capture_output=True, text=True, check=True)
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    rss = measured["rss_mib"]
+    print(f"           RSS after each of the 20 smoke runs (MiB): {' '.join(f'{r:.0f}' for r in rss)}")
+    row(
+        "memory",
+        "RSS after smoke run 20 / after run 5, one process",
+        [rss[-1]],
+        [rss[4]],
+        "MiB",
+        "ratio <= 1.05",
+        lambda e: e["ratio"] <= 1.05,
+    )
 
 
 SECTIONS = ("trainer", "compute", "evaluation", "data", "memory")
@@ -403,7 +465,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", default="trainer,compute,evaluation,data", help=f"comma-separated: {SECTIONS}")
-    parser.add_argument("--memory", action="store_true", help="also measure the peak RSS of a 2-epoch make train")
+    parser.add_argument("--memory", action="store_true", help="also measure memory over long runs (about 2 min)")
     args = parser.parse_args()
     sections = set(args.only.split(",")) | ({"memory"} if args.memory else set())
     if unknown := sections - set(SECTIONS):

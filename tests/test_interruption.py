@@ -124,3 +124,24 @@ def test_resuming_with_nothing_to_resume_says_so(tmp_path):
     assert result.returncode == 2
     assert "ckpt_path='last': no checkpoints/last.ckpt under lightning_logs/Autoencoder-d8-sigmoid" in result.stderr
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_the_same_config_and_seed_give_the_same_results_twice(tmp_path):
+    """Determinism on the CPU: every metric in results.json (kNN and PCA included) and every weight, bit for bit."""
+    runs = []
+    for attempt in ("first", "second"):
+        folder = tmp_path / attempt
+        folder.mkdir()
+        config = write_config(folder, "basic_ae.yaml")
+        evaluation = ["--trainer.callbacks+=lightning_ae.callbacks.KNNEvaluator"]
+        evaluation += ["--trainer.callbacks+=lightning_ae.callbacks.PCABaseline"]
+        result = fit(config, folder, *evaluation)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(finished_run(folder))
+    (first, first_weights), (second, second_weights) = runs
+    assert "test/knn_acc" in first["ae"] and "test/knn_acc" in first["pca"]
+    for table in ("ae", "pca"):
+        measured = {key: value for key, value in first[table].items() if "_us_per_image" not in key}  # timings vary
+        assert measured == {key: second[table][key] for key in measured}, table
+    assert first["last_epoch"] == second["last_epoch"] and first["global_step"] == second["global_step"]
+    assert all(torch.equal(first_weights[name], second_weights[name]) for name in first_weights)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -81,6 +85,57 @@ def test_a_run_locked_by_another_process_is_left_alone(smoke, tmp_path):
         assert mine
         outcome = run_study(study, tmp_path, only=run.run_id)
     assert outcome["busy"] == [run.run_id] and not outcome["ran"]
+
+
+def test_a_lock_is_released_when_its_process_dies(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\nfrom lightning_ae.study.runner import run_lock\n"
+            "with run_lock(Path(sys.argv[1])) as mine:\n    print(mine, flush=True)\n    time.sleep(600)\n",
+            str(tmp_path / "run"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with run_lock(tmp_path / "run") as mine:
+            assert not mine  # held by the other process
+        holder.kill()  # SIGKILL: no cleanup code runs
+        holder.wait(timeout=30)
+        with run_lock(tmp_path / "run") as mine:
+            assert mine  # the kernel released it with the process
+    finally:
+        holder.kill()
+
+
+@pytest.mark.slow
+def test_two_study_processes_on_one_folder_run_every_run_exactly_once(tmp_path):
+    """A user starting the study twice (or two shards with the same K) on the same results folder."""
+    from conftest import REPO
+
+    def start(name: str) -> subprocess.Popen:
+        args = [str(REPO / "configs" / "study" / "smoke.yaml"), "--folder", str(tmp_path / "study")]
+        return subprocess.Popen(
+            [sys.executable, "-m", "lightning_ae", "study", *args, "--report", str(tmp_path / name)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    processes = [start("report-a"), start("report-b")]
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    study = load_study(REPO / "configs" / "study" / "smoke.yaml")
+    started = [set(re.findall(r"^\[\d+/\d+\] .* \(([\w-]+)\)", out, re.MULTILINE)) for out in outputs]
+    assert not started[0] & started[1], "a run was started by both processes"
+    assert started[0] | started[1] == {run.run_id for run in study.runs}
+    for run in study.runs:
+        assert read_results(tmp_path / "study" / "runs" / run.run_id)["status"] == "tested"
 
 
 @pytest.mark.parametrize("count", [2, 3, 5])

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
@@ -101,7 +101,21 @@ class EvaluationCallback(pl.Callback):
     @staticmethod
     def output_dir(trainer: pl.Trainer) -> Path:
         """The run's log folder (beside the TensorBoard events), where files are written."""
-        return Path(trainer.log_dir or trainer.default_root_dir)
+        return run_folder(trainer)
+
+
+def run_folder(trainer: pl.Trainer) -> Path:
+    """Where the run's files go: the logger's folder, as `trainer.log_dir` says, without its collective.
+
+    `trainer.log_dir` broadcasts from rank 0 under DDP, so every rank must call it; callbacks that
+    work on rank 0 alone would leave the other ranks one collective behind (a deadlock).
+    """
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    if isinstance(logger, (TensorBoardLogger, CSVLogger)):
+        return Path(logger.log_dir)
+    return Path(logger.save_dir or trainer.default_root_dir)
 
 
 def class_stratified_indices(labels: Tensor, per_class: int, num_classes: int) -> Tensor:

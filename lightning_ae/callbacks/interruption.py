@@ -17,6 +17,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from lightning_ae.callbacks.base import run_folder
+
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -82,5 +84,5 @@ class GracefulInterruption(Callback):
     def checkpoint_path(trainer: pl.Trainer) -> Path:
         """`last.ckpt` beside the ModelCheckpoint's files (where `--ckpt_path last` looks), else in the log folder."""
         callback = trainer.checkpoint_callback
-        folder = getattr(callback, "dirpath", None) or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+        folder = getattr(callback, "dirpath", None) or run_folder(trainer) / "checkpoints"
         return Path(folder) / LAST_CHECKPOINT

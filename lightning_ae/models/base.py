@@ -76,7 +76,11 @@ class AutoencoderBase(GroupedSteps):
     def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
         inputs, target, _ = batch
         loss = self.reconstruction_loss(self.decode_logits(self.encode(inputs)), target)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(inputs))
+        # sync_dist: under DDP each rank holds a disjoint shard; the epoch value is their mean (one reduction
+        # per epoch, none on one device), so every rank's checkpointing sees the same val/loss.
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(inputs), sync_dist=True
+        )
         return loss
 
     def training_loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -96,7 +100,7 @@ class AutoencoderBase(GroupedSteps):
         if self.output_activation == "sigmoid":  # BCE scores probabilities only
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").view(n, -1)
             metrics.update({"test/bce_per_pixel": bce.mean(), "test/bce_per_image": bce.sum(dim=1).mean()})
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         inputs, _, labels = batch

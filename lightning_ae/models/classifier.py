@@ -105,7 +105,8 @@ class Classifier(GroupedSteps):
         inputs, _, labels = batch
         logits = self(inputs)
         accuracy.update(logits.argmax(dim=1), labels)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=len(inputs))
+        loss = F.cross_entropy(logits, labels)
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(inputs), sync_dist=True)
         self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=stage == "val")
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:

@@ -58,7 +58,7 @@ class GroupedSteps(pl.LightningModule):
             count += len(inputs)
         # One logged value per group (no sync, no .item()): Lightning averages it over the epoch.
         mean = total / count
-        self.log("train/loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=count)
+        self.log("train/loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=count, sync_dist=True)
         return mean
 
     def _plain_float32_single_device(self) -> bool:

@@ -239,6 +239,9 @@ def _run_all(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]]) -
                 print(f"[{number}/{len(runs)}] {run.describe()}: another process is running it; skipped")
                 outcome["busy"].append(run.run_id)
                 continue
+            if read_results(run_dir) is not None:  # finished by another process since the check above
+                outcome["done"].append(run.run_id)
+                continue
             remaining = sum(1 for r in runs[number - 1 :] if read_results(folder / "runs" / r.run_id) is None)
             eta = f", ETA {_duration(remaining * sum(durations) / len(durations))}" if durations else ""
             print(f"[{number}/{len(runs)}] {run.describe()} ({run.run_id}){eta}", flush=True)
