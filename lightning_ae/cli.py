@@ -239,7 +239,7 @@ def _write_report(spec, folder: Path, args: argparse.Namespace) -> None:
 
 def study(argv: list[str]) -> int:
     """Run a study (experiments x grids x seeds), resumable and shardable, then write its report."""
-    from lightning_ae.study.runner import Shard, run_study
+    from lightning_ae.study.runner import Shard, run_study, select, summary_table
 
     parser = _study_parser("study", study.__doc__)
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
@@ -252,6 +252,7 @@ def study(argv: list[str]) -> int:
     outcome = run_study(spec, folder, shard=shard, only=args.only, dry_run=args.dry_run)
     if args.dry_run:
         return 0
+    print(summary_table(select(spec, shard, args.only), folder))
     print(f"study {spec.name}: " + ", ".join(f"{len(ids)} {name}" for name, ids in outcome.items()))
     if shard is None and not args.only:
         _write_report(spec, folder, args)

@@ -260,3 +260,37 @@ def _run_all(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]]) -
             (run_dir / "failed.json").unlink(missing_ok=True)
             outcome["ran"].append(run.run_id)
             print(f"    done in {_duration(durations[-1])}", flush=True)
+
+
+HEADLINES = ("test/bce_per_pixel", "test/mse_per_pixel", "test/error")
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The one number that says how a finished run did: its test reconstruction error or classification error."""
+    if results.get("status") == "diverged":
+        return "diverged"
+    if "stages" in results:  # a pre-training pipeline: the fine-tuned classifier
+        error = (results["stages"].get("finetune") or {}).get("test/error")
+        return f"finetune test/error {error:.4f}" if error is not None else ""
+    table = results.get("ae") or results.get("model") or {}
+    for key in HEADLINES:
+        if table.get(key) is not None:
+            return f"{key} {table[key]:.4f}"
+    return ""
+
+
+def summary_table(runs: list[RunSpec], folder: Path) -> str:
+    """One line per run: its state, wall time and headline number (printed when a study ends)."""
+    lines = [f"{'run':60s} {'state':8s} {'minutes':>7s}  result"]
+    for run in runs:
+        results = read_results(folder / "runs" / run.run_id)
+        state = run_status(folder / "runs" / run.run_id)
+        if results is None:
+            lines.append(f"{run.describe()[:60]:60s} {state:8s} {'':>7s}")
+            continue
+        seconds = (results.get("timings") or {}).get("wall_seconds")
+        if seconds is None and "stages" in results:
+            seconds = sum((stage.get("fit_seconds") or 0) for stage in results["stages"].values())
+        minutes = f"{seconds / 60:7.1f}" if seconds is not None else f"{'':>7s}"
+        lines.append(f"{run.describe()[:60]:60s} {state:8s} {minutes}  {headline(results)}")
+    return "\n".join(lines)
