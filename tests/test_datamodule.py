@@ -181,3 +181,28 @@ def test_bad_configuration_is_a_value_error_naming_parameter_value_and_valid_ran
 def test_using_a_split_before_setup_says_what_to_do():
     with pytest.raises(RuntimeError, match=r"setup\(\) has not run"):
         MNISTDataModule().split("train")
+
+
+def test_on_an_accelerator_the_splits_move_to_it_once_and_batches_are_gathered_there():
+    """No GPU here: the 'meta' device stands in for one (tensors with shapes and no storage)."""
+    from types import SimpleNamespace
+
+    dm = MNISTDataModule(train_subset=256, corruption="masking", corruption_args={"p": 0.5}, batch_size=32)
+    dm.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("meta")), global_rank=0, world_size=1
+    )
+    dm.setup()
+    for stage in ("train", "val", "test"):
+        split = dm.split(stage)
+        assert split.images.device.type == split.labels.device.type == "meta", stage
+    assert dm.split("val").fixed_inputs.device.type == "meta"  # drawn on the CPU (same noise), then moved
+    inputs, target, labels = next(iter(dm.val_dataloader()))
+    assert inputs.device.type == target.device.type == labels.device.type == "meta"
+    assert inputs.shape == (1000, 784)
+
+    on_cpu = MNISTDataModule(train_subset=256)
+    on_cpu.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cpu")), global_rank=0, world_size=1
+    )
+    on_cpu.setup()
+    assert on_cpu.split("train").images.device.type == "cpu"

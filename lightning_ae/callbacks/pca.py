@@ -78,12 +78,12 @@ class PCABaseline(EvaluationCallback):
                 lambda codes=codes: knn_predict(train_codes, train.labels, codes, self.k, num_classes, backend),
                 torch.device("cpu"),
             )
-            accuracy = multiclass_accuracy(predicted, split.labels, num_classes, average="micro").item()
+            accuracy = multiclass_accuracy(predicted, split.labels.cpu(), num_classes, average="micro").item()
             metrics[f"{stage}/pca_knn_acc"] = accuracy
             metrics[f"{stage}/pca_knn_error"] = 1.0 - accuracy
             if stage == "test":
                 reconstruction = torch.from_numpy(pca.inverse_transform(codes.numpy()))
-                errors = reconstruction_metrics(reconstruction, split.images)
+                errors = reconstruction_metrics(reconstruction, split.images.cpu())  # PCA runs on the CPU (cached fit)
                 metrics.update({f"test/pca_{name}": value for name, value in errors.items()})
                 metrics["test/pca_encode_us_per_image"] = 1e6 * encode_seconds / len(split)
                 metrics["test/pca_knn_predict_us_per_image"] = 1e6 * predict_seconds / len(split)

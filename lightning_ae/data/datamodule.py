@@ -53,6 +53,9 @@ class MNISTDataModule(pl.LightningDataModule):
         seed: seeds the validation split, the shuffling, the pairs and the noise.
         cache_dir: where verified arrays are cached (default: $LIGHTNING_AE_CACHE_DIR or ~/.cache/lightning_ae).
         download: allow torchvision to download a dataset that is not found locally.
+        data_on_device: when the trainer runs on an accelerator (a GPU), move the splits there once in
+            `setup`, so batches are gathered on the device instead of copied to it every step
+            (MNIST as float32 is about 220 MB).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class MNISTDataModule(pl.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         download: bool = True,
+        data_on_device: bool = True,
     ) -> None:
         super().__init__()
         self.spec = get_spec(dataset)
@@ -108,6 +112,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.group_batches = batch_size, eval_batch_size, group_batches
         self.pairs, self.sim, self.pair_objects, self.train_subset = pairs, sim, pair_objects, train_subset
         self.seed, self.cache_dir, self.download = seed, cache_dir, download
+        self.data_on_device = data_on_device
         self.splits: dict[str, SplitData] = {}
         self.split_indices: dict[str, Tensor] = {}  # indices into the official train/test arrays
 
@@ -160,6 +165,10 @@ class MNISTDataModule(pl.LightningDataModule):
             if index is not None:
                 images, labels = images[index], labels[index]
             self.splits[name] = self._build_split(name, number, images, labels)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.data_on_device and device.type != "cpu":
+            self.splits = {name: split.to(device) for name, split in self.splits.items()}
+            log.info("Moved the %s splits to %s once; batches are gathered there.", self.spec.title, device)
 
     def _build_split(self, name: str, number: int, images_u8: Tensor, labels: Tensor) -> SplitData:
         # One float32 copy per split, in the layout asked for (the image layout is a view of it).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -52,6 +52,14 @@ class SplitData:
 
     def __len__(self) -> int:
         return len(self.objects) if self.objects is not None else len(self.images)
+
+    def to(self, device: torch.device) -> SplitData:
+        """The same split with every tensor on `device` (one copy; batches are then gathered there)."""
+        moved = {
+            name: getattr(self, name).to(device) if getattr(self, name) is not None else None
+            for name in ("images", "labels", "fixed_inputs", "objects", "partners")
+        }
+        return replace(self, **moved)
 
     def image_index(self, index: Tensor) -> Tensor:
         """Indices into `images` of the given items (of each pair's object in pairs mode)."""
@@ -163,7 +171,8 @@ class InMemoryLoader:
             return None
         # Fresh noise for every batch, reproducible per (seed, epoch, rank, batch): a resumed pass redraws it.
         sampler = self.sampler
-        return torch.Generator().manual_seed(derive_seed(sampler.seed, sampler.epoch, sampler.rank, 1, batch_number))
+        generator = torch.Generator(device=self.split.images.device)  # noise drawn where the images are
+        return generator.manual_seed(derive_seed(sampler.seed, sampler.epoch, sampler.rank, 1, batch_number))
 
     def __iter__(self) -> Iterator[Batch]:
         # A generator: the body runs at the first next(), after Lightning's set_epoch and load_state_dict.
