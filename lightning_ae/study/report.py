@@ -322,9 +322,8 @@ class ReportBuilder:
         if not runs:
             return self.missing("deep_ae")
         rows = []
-        for (depth, dim), ms in group(
-            runs, lambda r: (len(r.init_args.get("hidden_dims") or []) + 1, r.init_args.get("code_dim"))
-        ).items():
+        groups = group(runs, lambda r: (len(r.init_args.get("hidden_dims") or []) + 1, r.init_args.get("code_dim")))
+        for (depth, dim), ms in sorted(groups.items()):
             rows.append(
                 [str(depth), str(dim)]
                 + [
@@ -350,12 +349,26 @@ class ReportBuilder:
                 protocol(runs),
             )
         )
-        low = min(runs, key=lambda r: r.init_args.get("code_dim"))
+        # The headline: the deepest network at the smallest and the largest d' (Hinton's 784-1000-500-250-30).
+        deepest = max(depth for depth, _ in groups)
+        dims = sorted(dim for depth, dim in groups if depth == deepest)
+        parts = []
+        for dim in dict.fromkeys((dims[0], dims[-1])):
+            ms = groups[(deepest, dim)]
+
+            def value(key: str, table: str, ms=ms) -> float:
+                return mean([m.metric(key, table) for m in ms])
+
+            parts.append(
+                f"at d'={dim} its kNN accuracy is {value('test/knn_acc', 'ae'):.3f} against PCA's "
+                f"{value('test/knn_acc', 'pca'):.3f}, and its squared error per image "
+                f"{value('test/mse_per_image', 'ae'):.2f} against PCA's {value('test/mse_per_image', 'pca'):.2f}"
+            )
+        hidden = groups[(deepest, dims[0])][0].init_args.get("hidden_dims") or []
+        shape = "-".join(str(n) for n in [784, *hidden]) + "-d'"
         self.doc.add(
             Paragraph(
-                f"At d'={low.init_args.get('code_dim')} the deep AE's kNN accuracy is {low.metric('test/knn_acc'):.3f} "
-                f"against PCA's {low.metric('test/knn_acc', 'pca'):.3f}, and its squared error per image "
-                f"{low.metric('test/mse_per_image'):.2f} against {low.metric('test/mse_per_image', 'pca'):.2f}. "
+                f"The deepest AE measured ({shape}, L={deepest}): " + "; ".join(parts) + ". "
                 f"Anchors: {ANCHORS['hinton']} {ANCHORS['umap']}"
             )
         )
