@@ -28,3 +28,43 @@ def test_a_diverging_fit_stops_with_the_epoch_step_and_advice(tmp_path, monkeypa
     assert results["diverged"]["step"] < 20  # stopped within the first epoch of 20 steps, not at its end
     assert results["ae"] == {} and results["pca"] == {}  # no metric values, never a NaN
     assert all(value is None for value in results["last_epoch"].values())
+
+
+def test_a_study_reports_a_diverged_run_as_diverged_and_keeps_it_out_of_the_tables(tmp_path, monkeypatch):
+    from lightning_ae.study.report import write_report
+    from lightning_ae.study.runner import run_study
+    from lightning_ae.study.spec import load_study
+
+    monkeypatch.chdir(tmp_path)
+    study_file = tmp_path / "diverge.yaml"
+    study_file.write_text(
+        f"""
+name: diverge
+every_run:
+  trainer.max_epochs: 2
+  data.train_subset: 640
+  data.group_batches: 1
+  model.init_args.activation: linear
+  model.init_args.output_activation: linear
+  model.init_args.loss: mse
+callbacks:
+  TSNEPlot: {{max_points: 200}}
+  EmbeddingProjector: {{max_items: 200}}
+experiments:
+  basic_ae:
+    config: {REPO / "configs" / "basic_ae.yaml"}
+    grid:
+      model.init_args.optimizer.init_args.lr: [0.01, 100]
+"""
+    )
+    study = load_study(study_file)
+    outcome = run_study(study, tmp_path / "study")
+    assert len(outcome["ran"]) == 2 and not outcome["failed"]  # a diverged run is finished, not failed
+    markdown, _ = write_report(study, tmp_path / "study", tmp_path / "report")
+    text = markdown.read_text()
+    assert "| diverged run | where and why |" in text
+    [diverged_row] = [line for line in text.splitlines() if line.startswith("| basic_ae[lr=100]")]
+    assert "training diverged at epoch 0" in diverged_row
+    assert "nan" not in text.lower()
+    # The tables hold only the run that trained: had the diverged one been averaged in, rows would read "mean ± std".
+    assert "| linear | 32 | 24.5 | 95.9% | - | - |" in text and "±" not in text

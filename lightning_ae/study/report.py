@@ -80,6 +80,11 @@ def fmt(values: list[float | None], digits: int = 4) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def number(value: float | None, digits: int = 4) -> str:
+    """A measured value for a sentence; 'not measured' when the runs did not record it."""
+    return "not measured" if value is None else f"{value:.{digits}f}"
+
+
 def mean(values: list[float | None]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
@@ -222,10 +227,13 @@ class ReportBuilder:
         r = reference[0]
         dim, activation = r.init_args.get("code_dim"), r.init_args.get("activation")
         bce = mean([m.metric("test/bce_per_pixel") for m in reference])
+        mse = mean([m.metric("test/mse_per_pixel") for m in reference])
+        # BCE scores probabilities: a run with a linear or tanh output has MSE only.
+        error = f"test BCE is {bce:.4f} per pixel" if bce is not None else f"test MSE is {number(mse)} per pixel"
         self.doc.add(
             Paragraph(
                 f"At d'={dim} ({activation} encoder) the code is {784 / dim:.1f} times smaller than the image and the "
-                f"test BCE is {bce:.4f} per pixel. Published anchor: about 0.09 per pixel for the Keras blog's "
+                f"{error}. Published anchor: about 0.09 BCE per pixel for the Keras blog's "
                 f"32-d AE ({ANCHORS['keras']})."
             )
         )
@@ -360,9 +368,10 @@ class ReportBuilder:
                 return mean([m.metric(key, table) for m in ms])
 
             parts.append(
-                f"at d'={dim} its kNN accuracy is {value('test/knn_acc', 'ae'):.3f} against PCA's "
-                f"{value('test/knn_acc', 'pca'):.3f}, and its squared error per image "
-                f"{value('test/mse_per_image', 'ae'):.2f} against PCA's {value('test/mse_per_image', 'pca'):.2f}"
+                f"at d'={dim} its kNN accuracy is {number(value('test/knn_acc', 'ae'), 3)} against PCA's "
+                f"{number(value('test/knn_acc', 'pca'), 3)}, and its squared error per image "
+                f"{number(value('test/mse_per_image', 'ae'), 2)} against PCA's "
+                f"{number(value('test/mse_per_image', 'pca'), 2)}"
             )
         hidden = groups[(deepest, dims[0])][0].init_args.get("hidden_dims") or []
         shape = "-".join(str(n) for n in [784, *hidden]) + "-d'"
