@@ -315,11 +315,13 @@ class ReportBuilder:
         worse = [f"{d} ({a})" for a, d, win in wins if not win]
         self.doc.add(
             Paragraph(
-                "The AE's codes classify better than PCA's at d' = "
-                + (", ".join(better) if better else "none of the d' measured")
-                + "; worse or equal at "
-                + (", ".join(worse) if worse else "none")
-                + ". Whether the AE generalises: its test accuracy is measured on images it never saw, with the "
+                (
+                    "kNN on the AE's codes is more accurate than on PCA's at d' = " + ", ".join(better) + "; "
+                    if better
+                    else "kNN on the AE's codes is at most as accurate as on PCA's at every d' measured. "
+                )
+                + ("it is less or equally accurate at " + ", ".join(worse) + ". " if better and worse else "")
+                + "Whether the AE generalises: its test accuracy is measured on images it never saw, with the "
                 "kNN fitted on the training codes only."
             )
         )
