@@ -461,6 +461,23 @@ def bench_memory() -> None:
         "measured",
         None,
     )
+    # The peak is set while the data is loaded; the RSS at each epoch's end shows whether training grows.
+    with tempfile.TemporaryDirectory() as folder:
+        args = ["--config", str(REPO / "configs" / "basic_ae.yaml"), "--trainer.max_epochs", "20"]
+        args += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", folder]
+        command = [sys.executable, "-c", RSS_PER_EPOCH, *args]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+    epochs = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"           RSS at the end of each of the 20 epochs (MiB): {' '.join(f'{r:.0f}' for r in epochs)}")
+    row(
+        "memory",
+        "RSS after epoch 20 / after epoch 1, basic_ae.yaml",
+        [epochs[-1]],
+        [epochs[0]],
+        "MiB",
+        "ratio <= 1.05",
+        lambda e: e["ratio"] <= 1.05,
+    )
     with tempfile.TemporaryDirectory() as folder:
         script = [sys.executable, "-c", SMOKE_RUNS_IN_ONE_PROCESS, str(REPO / "configs/study/smoke.yaml"), folder]
         result = subprocess.run(script, cwd=REPO, capture_output=True, text=True, check=True)
