@@ -16,6 +16,7 @@ ALLOWED = {
     "callbacks": {
         "lightning_ae.files",
         "lightning_ae.checks",
+        "lightning_ae.provenance",
         "lightning_ae.data",
         "lightning_ae.models",
         "lightning_ae.evaluation",
