@@ -118,10 +118,7 @@ class AutoencoderCLI(LightningCLI):
 
     def _check_checkpoint_path(self) -> None:
         # Before anything is written: Lightning would only find out after setting up the run.
-        path = self.config[self.subcommand].get("ckpt_path")
-        if path in (None, "last", "best", "hpc", "registry") or "://" in str(path):
-            return
-        check_checkpoint_file(path)
+        check_checkpoint_file(self.config[self.subcommand].get("ckpt_path"))
 
     def before_test(self) -> None:
         self._check_checkpoint_path()
@@ -340,7 +337,14 @@ def concise_error(message: str) -> str:
     return f"{where}: {text}" if where else text
 
 
-def check_checkpoint_file(path: str) -> None:
+# ckpt_path values that name a checkpoint Lightning finds itself, not a file.
+LIGHTNING_CHECKPOINT_NAMES = (None, "last", "best", "hpc", "registry")
+
+
+def check_checkpoint_file(path: str | None) -> None:
+    """A ckpt_path that names a file must be a complete checkpoint; Lightning's names and URLs pass."""
+    if path in LIGHTNING_CHECKPOINT_NAMES or "://" in str(path):
+        return
     if not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file.")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no directory
@@ -359,8 +363,7 @@ def check_files(args: list[str]) -> None:
     one would otherwise fail with a bare OSError.
     """
     for path in flag_values(args, "--ckpt_path"):
-        if path not in ("last", "best", "hpc", "registry") and "://" not in path:
-            check_checkpoint_file(path)
+        check_checkpoint_file(path)
     check_config_files(flag_values(args, "--config"))
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lightning_ae.data import MNISTDataModule
 
@@ -50,22 +51,20 @@ def fit_basic_ae(folder: Path, *extra: str) -> dict:
     """The basic AE (d'=8) on 2,048 images for 2 epochs, with counting kNN and PCA callbacks; its results.json."""
     from conftest import REPO
 
-    config = folder / "config.yaml"
-    config.write_text(
-        (REPO / "configs" / "basic_ae.yaml").read_text().split("  callbacks:")[0]
-        + "  callbacks:\n"
-        + "    - class_path: counting_callbacks.CountingKNN\n"
-        + "    - class_path: counting_callbacks.CountingPCA\n"
-        + "model:"
-        + (REPO / "configs" / "basic_ae.yaml").read_text().split("\nmodel:", 1)[1]
-    )
+    config = yaml.safe_load((REPO / "configs" / "basic_ae.yaml").read_text())
+    config["trainer"]["callbacks"] = [
+        {"class_path": "counting_callbacks.CountingKNN"},
+        {"class_path": "counting_callbacks.CountingPCA"},
+    ]
+    config_file = folder / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "EVALUATION_LOG": str(folder / "evaluations.log"),
         "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "scripts"), str(REPO)]),
     }
-    args = ["--config", str(config), "--data.train_subset", "2048", "--trainer.max_epochs", "2"]
+    args = ["--config", str(config_file), "--data.train_subset", "2048", "--trainer.max_epochs", "2"]
     args += [
         "--model.init_args.code_dim",
         "8",

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from lightning_ae.provenance import git_commit
 from lightning_ae.study.document import Document, Figure, Heading, Paragraph, Table
-from lightning_ae.study.runner import read_results, read_sessions
+from lightning_ae.study.runner import read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study
 
 ANCHORS = {
@@ -160,12 +160,7 @@ class ReportBuilder:
     # -- header ------------------------------------------------------------------------------
 
     def header(self) -> None:
-        wall = sum((r.results.get("timings") or {}).get("wall_seconds", 0) or 0 for r in self.results)
-        pretrain = sum(
-            sum((s.get("fit_seconds") or 0) for s in r.results.get("stages", {}).values())
-            for r in self.results
-            if r.run.kind == "pretrain"
-        )
+        run_time = sum(run_seconds(r.results) or 0 for r in self.results)
         # Provenance from the study's journal: the commits and machines the runs ran on, not this checkout's.
         sessions = [s for s in read_sessions(self.folder) if (s.get("runs") or {}).get("ran")]
         if sessions:
@@ -184,7 +179,7 @@ class ReportBuilder:
                 f"Study `{self.study.name}` ({self.study.description}). Command: "
                 f"`lightning-ae study {self.study.source}` then `lightning-ae report {self.study.source}`. "
                 f"{provenance} {len(self.results)} of {len(self.study.runs)} runs finished; "
-                f"training and evaluation time summed over the finished runs: {(wall + pretrain) / 60:.1f} min. "
+                f"training and evaluation time summed over the finished runs: {run_time / 60:.1f} min. "
                 f"Report written {datetime.now(timezone.utc).isoformat(timespec='minutes')} from commit "
                 f"{git_commit()}."
             )

@@ -295,6 +295,14 @@ def headline(results: dict[str, Any]) -> str:
     return ""
 
 
+def run_seconds(results: dict[str, Any]) -> float | None:
+    """A finished run's training and evaluation time: its wall time, or a pipeline's stages summed."""
+    seconds = (results.get("timings") or {}).get("wall_seconds")
+    if seconds is None and "stages" in results:
+        seconds = sum((stage.get("fit_seconds") or 0) for stage in results["stages"].values())
+    return seconds
+
+
 def summary_table(runs: list[RunSpec], folder: Path) -> str:
     """One line per run: its state, wall time and headline number (printed when a study ends)."""
     lines = [f"{'run':60s} {'state':8s} {'minutes':>7s}  result"]
@@ -304,9 +312,7 @@ def summary_table(runs: list[RunSpec], folder: Path) -> str:
         if results is None:
             lines.append(f"{run.describe()[:60]:60s} {state:8s} {'':>7s}")
             continue
-        seconds = (results.get("timings") or {}).get("wall_seconds")
-        if seconds is None and "stages" in results:
-            seconds = sum((stage.get("fit_seconds") or 0) for stage in results["stages"].values())
+        seconds = run_seconds(results)
         minutes = f"{seconds / 60:7.1f}" if seconds is not None else f"{'':>7s}"
         lines.append(f"{run.describe()[:60]:60s} {state:8s} {minutes}  {headline(results)}")
     return "\n".join(lines)
