@@ -1,10 +1,13 @@
-"""`ResultsJSON`: one `results.json` per run with the config, every metric (AE and PCA side by side) and the timings."""
+"""`ResultsJSON`: one `results.json` per run with the config, every metric (AE and PCA side by side), the timings,
+and whether the run converged and learned (against the trivial predictor, whose figures are stored too)."""
 
 from __future__ import annotations
 
 import math
 import platform
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,13 +15,30 @@ from typing import Any
 import pytorch_lightning as pl
 import sklearn
 import torch
+from pytorch_lightning.callbacks import EarlyStopping
+from torch import Tensor
 
 import lightning_ae
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.callbacks.divergence import DivergenceGuard
+from lightning_ae.data.loader import SplitData
+from lightning_ae.evaluation.verdicts import (
+    MARGIN,
+    TOLERANCE,
+    WINDOW,
+    check_margin,
+    check_tolerance,
+    check_window,
+    class_prior,
+    class_prior_metrics,
+    convergence,
+    learned,
+    mean_predictor_metrics,
+    mean_target,
+)
 from lightning_ae.files import write_json
 from lightning_ae.models import AutoencoderBase
-from lightning_ae.provenance import git_commit
+from lightning_ae.provenance import git_commit, machine
 
 PCA_PREFIX = "pca_"
 
@@ -48,18 +68,101 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None  # JSON has no NaN; a null is unmistakable
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name on CUDA, the CPU's model on the CPU (what a timing was measured on)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return str(machine()["processor"])
+    return str(device)
+
+
+def early_stopping(trainer: pl.Trainer) -> EarlyStopping | None:
+    """The run's EarlyStopping callback, if it has one."""
+    return next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+
+
+def _targets(split: SplitData, batch_size: int) -> Iterator[Tensor]:
+    """The split's own batch targets, in chunks (the clean image, or the pair's partner in pairs mode).
+
+    Corruption only changes the inputs, so it is switched off here: no noise is drawn for nothing.
+    """
+    clean = replace(split, corruption=None, fixed_inputs=None)
+    for index in torch.arange(len(split)).split(batch_size):
+        yield clean.batch(index)[1]
+
+
+def trivial_predictor(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
+    """The test figures of the trivial predictor for this model and data, or None when they cannot be had.
+
+    An autoencoder's: the mean training target (image) for every test item, BCE and MSE per pixel and per
+    image; a classifier's: the class prior of the training labels, its cross-entropy and majority-class error.
+    """
+    data = trainer.datamodule
+    if data is None or not callable(getattr(data, "split", None)):
+        return None
+    batch_size = int(getattr(data, "eval_batch_size", 1000) or 1000)
+    train, test = data.split("train"), data.split("test")
+    if isinstance(pl_module, AutoencoderBase):
+        mean = mean_target(_targets(train, batch_size))
+        figures = mean_predictor_metrics(mean, _targets(test, batch_size))
+        return {"predictor": "mean training image", **{f"test/{k}": v for k, v in figures.items()}}
+    if hasattr(pl_module, "hparams") and "num_classes" in pl_module.hparams:
+        prior = class_prior(train.item_labels, int(pl_module.hparams["num_classes"]))
+        figures = class_prior_metrics(prior, test.item_labels)
+        return {
+            "predictor": "class prior",
+            "test/loss": _number(figures["loss"]),
+            "test/error": figures["error"],
+            "majority_class": figures["majority_class"],
+            "prior": [round(p, 6) for p in prior.tolist()],
+        }
+    return None
+
+
+def learned_metric(pl_module: pl.LightningModule) -> str:
+    """The test metric set against the trivial predictor's: what the model is trained to lower."""
+    if isinstance(pl_module, AutoencoderBase):
+        return "test/mse_per_pixel" if getattr(pl_module, "loss_name", "bce") == "mse" else "test/bce_per_pixel"
+    return "test/loss"
+
+
 class ResultsJSON(pl.Callback):
     """Writes `filename` into the run's log folder after fit and again after test, atomically.
 
     `config` is the run's resolved configuration; the CLI sets it, otherwise the model's
     and the DataModule's hyperparameters stand in.
+
+    Besides the metrics it records `val_loss_history` (val/loss after every epoch) and two verdicts:
+
+    - `convergence`: converged when an EarlyStopping callback stopped the run, or when val/loss over
+      the last `window` epochs stayed within `tolerance` (relative to its last value); fewer epochs
+      cannot be judged (not converged);
+    - `learned`: the model's test loss (BCE or MSE per pixel for an autoencoder, as it is trained;
+      cross-entropy for a classifier) at least `margin` (relative) below the trivial predictor's
+      (the mean training image; the class prior), whose figures are stored under `trivial`.
+
+    Args:
+        filename: the file in the run's log folder.
+        tolerance: relative change of val/loss over the window below which training counts as converged.
+        window: the number of last epochs judged (at least 2).
+        margin: how far below the trivial predictor's loss the model's must be, relative (0.1: 10%).
     """
 
-    def __init__(self, filename: str = "results.json") -> None:
+    def __init__(
+        self, filename: str = "results.json", tolerance: float = TOLERANCE, window: int = WINDOW, margin: float = MARGIN
+    ) -> None:
         super().__init__()
         if not filename.endswith(".json"):
             raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .json.")
         self.filename = filename
+        self.tolerance, self.window, self.margin = (
+            check_tolerance(tolerance),
+            check_window(window),
+            check_margin(margin),
+        )
+        self.val_loss_history: list[float | None] = []
+        self.trivial: dict[str, Any] | None = None
         self.config: dict[str, Any] | None = None
         self.started: float | None = None
         self.phase_started = 0.0
@@ -69,6 +172,18 @@ class ResultsJSON(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = self.phase_started = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
+            return
+        self.val_loss_history.append(_number(trainer.callback_metrics["val/loss"]))
+
+    # Saved in every checkpoint, so that a resumed run still judges its whole history.
+    def state_dict(self) -> dict[str, Any]:
+        return {"val_loss_history": list(self.val_loss_history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.val_loss_history = list(state_dict.get("val_loss_history", []))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timings["fit_seconds"] = time.perf_counter() - self.phase_started
@@ -91,6 +206,10 @@ class ResultsJSON(pl.Callback):
         metrics.update(
             {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/knn", "val/pca"))}
         )
+        if self.trivial is None and trainer.is_global_zero:
+            started = time.perf_counter()
+            self.trivial = trivial_predictor(trainer, pl_module)
+            self.timings["trivial_seconds"] = time.perf_counter() - started
         self.write(trainer, pl_module, status="tested", test_metrics=metrics)
 
     def collect_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -118,6 +237,40 @@ class ResultsJSON(pl.Callback):
         checkpoint = trainer.checkpoint_callback
         best_score = getattr(checkpoint, "best_model_score", None)
         guard = diverged(trainer)
+        stopper = early_stopping(trainer)
+        if guard is not None:
+            # Nothing beyond "no" can be said of a diverged run: it has no metric values.
+            because = guard.message.split(":")[0]  # "training diverged at epoch E, step S"
+            converged = {
+                "converged": False,
+                "reason": because,
+                "early_stopped": False,
+                "stopped_epoch": None,
+                "tolerance": self.tolerance,
+                "window": self.window,
+                "relative_change": None,
+            }
+            verdict = {"learned": False, "reason": f"{because}: no test metrics", "loss": None, "trivial_loss": None}
+        else:
+            converged = convergence(
+                self.val_loss_history,
+                self.tolerance,
+                self.window,
+                early_stopped=stopper is not None and stopper.stopped_epoch > 0,
+                stopped_epoch=stopper.stopped_epoch if stopper is not None and stopper.stopped_epoch > 0 else None,
+                monitor=getattr(stopper, "monitor", "val/loss"),
+            )
+            verdict = None  # not tested yet
+            if status == "tested":
+                metric = learned_metric(pl_module)
+                trivial = self.trivial or {}
+                verdict = learned(
+                    model_metrics.get(metric),
+                    trivial.get(metric),
+                    trivial.get("predictor", "trivial predictor"),
+                    metric,
+                    self.margin,
+                )
         results = {
             "status": status,
             # A diverged run has no metric values (never a NaN to average); where and why it stopped instead.
@@ -131,6 +284,11 @@ class ResultsJSON(pl.Callback):
             "global_step": trainer.global_step,
             "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
             "best_val_loss": None if best_score is None else _number(best_score),
+            "val_loss_history": list(self.val_loss_history),
+            "convergence": converged,
+            "learned": verdict,
+            "trivial": self.trivial,
+            "device_name": device_name(pl_module.device),
             "timings": timings,
             "config": self.collect_config(trainer, pl_module),
             "environment": {
