@@ -114,8 +114,9 @@ class DenoisingReference(EvaluationCallback):
             path = Path(self.plain_checkpoint)
             if not path.is_file():
                 raise FileNotFoundError(f"plain_checkpoint={str(path)!r}: no such checkpoint file.")
-        # Only tensors are read (weights_only): a checkpoint cannot run code when loaded.
-        state = torch.load(path, map_location=pl_module.device, weights_only=True)["state_dict"]
+        # Only tensors are read (weights_only): a checkpoint cannot run code when loaded. Read on the CPU,
+        # then the model goes to pl_module's device below.
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         plain = type(pl_module)(**init_args)
         try:
             plain.load_state_dict(state)
@@ -140,6 +141,7 @@ class DenoisingReference(EvaluationCallback):
         plain = self._plain_model(trainer, pl_module)
         if plain is not None:
             batch = self.data(trainer).eval_batch_size
-            outputs = torch.cat([plain(chunk.to(plain.device)).cpu() for chunk in corrupted.split(batch)])
+            # Where `clean` lives (the accelerator under data_on_device): the metrics compare the two there.
+            outputs = torch.cat([plain(chunk.to(plain.device)).to(clean.device) for chunk in corrupted.split(batch)])
             metrics.update({f"test/plain_ae_{k}": v for k, v in reconstruction_metrics(outputs, clean).items()})
         pl_module.log_dict(metrics, rank_zero_only=True)

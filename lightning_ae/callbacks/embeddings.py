@@ -112,7 +112,8 @@ class TSNEPlot(EvaluationCallback):
         codes, _ = self.encode(pl_module, split.images[: self.max_points], data.eval_batch_size)
         (points, title), seconds = timed(lambda: self.embed(codes.double().cpu().numpy()), torch.device("cpu"))
         self.timings["tsne_seconds"] = seconds
-        fig = self.figure(points, split.labels[: self.max_points].numpy(), data.class_names, title)
+        labels = split.labels[: self.max_points].cpu().numpy()  # the split may live on the accelerator
+        fig = self.figure(points, labels, data.class_names, title)
         with atomic_write(self.output_dir(trainer) / self.filename) as handle:
             fig.savefig(handle, format="png")
         writer = self.tensorboard(trainer)

@@ -36,7 +36,9 @@ class ReconstructionGrid(EvaluationCallback):
         inputs, targets, _ = split.batch(picked)
         clean = split.images[split.image_index(picked)]
         with evaluating(pl_module):
-            outputs = pl_module(inputs.to(pl_module.device)).cpu()
+            outputs = pl_module(inputs.to(pl_module.device))
+        # The split may live on the accelerator (data_on_device), the picture is made on the host: every row to the CPU.
+        inputs, targets, clean, outputs = (row.cpu() for row in (inputs, targets, clean, outputs))
         rows = [clean]
         if not torch.equal(inputs, clean):
             rows.append(inputs)
@@ -86,7 +88,7 @@ class PairsGrid(EvaluationCallback):
         for obj in split.objects.unique()[: self.objects]:
             pairs = torch.nonzero(split.objects == obj).flatten()
             rows.append(torch.cat([split.images[obj].unsqueeze(0), split.images[split.partners[pairs]]]))
-        images = torch.cat(rows).reshape(-1, 1, 28, 28)
+        images = torch.cat(rows).reshape(-1, 1, 28, 28).cpu()  # drawn on the host, wherever the split lives
         return make_grid(images, nrow=len(rows[0]), padding=2, pad_value=0.5)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

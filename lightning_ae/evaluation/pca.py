@@ -80,7 +80,8 @@ def reconstruction_metrics(reconstruction: Tensor, target: Tensor, eps: float = 
     """
     n = len(target)
     target = target.reshape(n, -1).double()
-    clipped = reconstruction.reshape(n, -1).double().clamp(0.0, 1.0)
+    # Computed where the target lives: a reconstruction made elsewhere (e.g. PCA's, on the CPU) is moved there.
+    clipped = reconstruction.reshape(n, -1).to(target.device).double().clamp(0.0, 1.0)
     bce = F.binary_cross_entropy(clipped.clamp(eps, 1.0 - eps), target, reduction="none")
     mse = (clipped - target).pow(2)
     return {
