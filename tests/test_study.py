@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -161,3 +162,87 @@ def test_shard_argument_is_checked():
     for bad in ("0/4", "5/4", "a/b", "3"):
         with pytest.raises(ValueError, match="--shard"):
             Shard.parse(bad)
+
+
+def _section(text: str, number: str) -> str:
+    return text.split(f"## {number}")[1].split("\n## ")[0]
+
+
+def test_the_report_marks_runs_that_did_not_converge_or_learn_and_leaves_them_out_of_sentences(smoke, tmp_path):
+    """One epoch cannot be judged (every smoke run is flagged); declared sound, d'=2 enters the sentences, d'=8 not."""
+    study, folder, _ = smoke
+    copy = tmp_path / "study"
+    shutil.copytree(folder / "runs", copy / "runs")
+    by_dim = {r.labels["model.init_args.code_dim"]: r for r in study.runs if r.experiment == "basic_ae"}
+    sound = copy / "runs" / by_dim[2].run_id / "results.json"
+    results = json.loads(sound.read_text())
+    assert results["convergence"]["converged"] is False and "too few epochs" in results["convergence"]["reason"]
+    results["convergence"].update(converged=True, reason="declared converged by the test")
+    results["learned"].update(learned=True, reason="declared learned by the test")
+    sound.write_text(json.dumps(results))
+    markdown, _ = write_report(study, copy, tmp_path / "report")
+    text = markdown.read_text()
+    rows = {
+        line.split("|")[2].strip(): line for line in _section(text, "2.1c").splitlines() if line.startswith("| sig")
+    }
+    assert "⚑" not in rows["2"] and "⚑ not converged" in rows["8"] and "⚑ not learned" in rows["8"]
+    sentence = next(p for p in _section(text, "2.1c").split("\n\n") if p.startswith("kNN on the AE's codes"))
+    knn = results["ae"]["test/knn_acc"]
+    assert f"d'=2 (sigmoid: AE {knn:.4f} against PCA {results['pca']['test/knn_acc']:.4f})" in sentence
+    assert "d'=8 (" not in sentence and "Left out as not converged or not learned (⚑): basic_ae[code_dim=8]" in sentence
+    # The flagged runs are listed with their reasons at the top, and their records say why.
+    assert "| basic_ae[code_dim=8] seed=0 | not converged: too few epochs to judge" in text
+    assert "| basic_ae[code_dim=2] seed=0 |" not in text.split("## 2.1a-b")[0]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    flagged = {r["run_id"]: r["flags"] for r in summary["records"]}
+    assert flagged[by_dim[2].run_id] == [] and len(flagged[by_dim[8].run_id]) == 2
+
+
+SUMMARY_FIELDS = {
+    "run_id", "experiment", "stage", "kind", "grid", "overrides", "seed", "model", "code_dim", "status",
+    "converged", "learned", "flags", "verdicts", "model_metrics", "pca", "trivial", "epochs", "wall_seconds",
+    "device", "device_name", "folder",
+}  # fmt: skip
+
+
+def test_the_summary_json_has_a_record_per_run_and_pipeline_stage_with_every_field(smoke, tmp_path):
+    study, folder, _ = smoke
+    write_report(study, folder, tmp_path / "report")
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    records = summary["records"]
+    assert summary["study"] == "smoke" and summary["runs"] == len(study.runs)
+    pipeline = next(r for r in study.runs if r.kind == "pretrain")
+    stages = [r["stage"] for r in records if r["run_id"] == pipeline.run_id]
+    assert stages == ["layer1", "layer2", "frozen", "finetune"]
+    assert len(records) == len(study.runs) - 1 + len(stages)
+    assert [r["run_id"] for r in records] == sorted(r["run_id"] for r in records)  # experiment names sort the ids
+    for record in records:
+        assert set(record) == SUMMARY_FIELDS, set(record) ^ SUMMARY_FIELDS
+        assert record["status"] == "tested" and record["epochs"] == 1 and record["wall_seconds"] > 0
+        assert record["device"] == "cpu" and record["device_name"] and record["folder"].startswith("runs/")
+        assert isinstance(record["converged"], bool) and isinstance(record["learned"], bool)
+        assert record["trivial"]["predictor"] in ("mean training image", "class prior")
+        for key in ("test/bce_per_pixel", "test/bce_per_image", "test/mse_per_pixel", "test/mse_per_image"):
+            assert key in record["model_metrics"] and key in record["pca"]
+    for run in study.runs:
+        if run.kind == "pretrain":
+            continue
+        record = next(r for r in records if r["run_id"] == run.run_id)
+        results = read_results(folder / "runs" / run.run_id)
+        assert record["grid"] == run.labels and record["seed"] == run.seed
+        assert record["overrides"]["trainer.max_epochs"] == 1 and record["overrides"]["data.train_subset"] == 500
+        assert record["code_dim"] == results["code_dim"] == record["overrides"].get("model.init_args.code_dim", 8)
+        for key in ("test/bce_per_pixel", "test/mse_per_image", "test/knn_acc"):
+            assert record["model_metrics"][key] == results["ae"][key] and record["pca"][key] == results["pca"][key]
+        assert record["trivial"] == results["trivial"]
+        assert record["converged"] is results["convergence"]["converged"]
+    finetune = next(r for r in records if r["stage"] == "finetune")
+    assert finetune["model"] == "Classifier" and finetune["trivial"]["predictor"] == "class prior"
+    assert finetune["model_metrics"]["test/error"] is not None
+
+
+def test_a_sentence_states_the_spread_of_several_seeds():
+    from lightning_ae.study.report import spread
+
+    assert spread([0.1, 0.2, 0.3]) == "0.2000 ± 0.1000 (n=3)"
+    assert spread([0.25, None]) == "0.2500" and spread([None]) == "not measured"

@@ -5,6 +5,12 @@ Experiments are found by name in the study: `basic_ae`, `deep_ae`, `conv_ae`, `d
 `denoising_<corruption>`, `similarity`, `classifier`, `pretrain_<activation>`. A section
 whose experiment is missing says so. Every table names the data, epochs and seeds behind it;
 several seeds are shown as mean ± standard deviation.
+
+Beside report.md the report writes `summary.json`: one record per run (per stage for the
+pre-training pipelines) with what made it, its test figures, PCA's and the trivial predictor's,
+and whether it converged and learned (see `summary_record`). The tables read the records.
+A run that did not converge or did not learn is marked in every table that lists it and
+left out of every sentence that compares runs; a sentence over several seeds gives mean ± sd and n.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import shutil
 import statistics
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
+from omegaconf import OmegaConf
 
+from lightning_ae.files import write_json
 from lightning_ae.provenance import git_commit
 from lightning_ae.study.document import Document, Figure, Heading, Paragraph, Table
 from lightning_ae.study.runner import read_results, read_sessions, run_seconds
@@ -41,14 +49,140 @@ ANCHORS = {
 }
 
 
+# The figures every summary record carries for the model and for PCA (null when not measured).
+SUMMARY_METRICS = (
+    "test/bce_per_pixel",
+    "test/bce_per_image",
+    "test/mse_per_pixel",
+    "test/mse_per_image",
+    "test/knn_acc",
+)
+NOT_CONVERGED, NOT_LEARNED, NOT_JUDGED = "not converged", "not learned", "not judged"
+
+
+def stage_order(name: str | None) -> tuple[int, int, str]:
+    """Pipeline stages in the order they run: layer1, layer2, ..., frozen, finetune."""
+    if name is None:
+        return (0, 0, "")
+    if name.startswith("layer") and name[5:].isdigit():
+        return (1, int(name[5:]), name)
+    return (2, {"frozen": 0, "finetune": 1}.get(name, 2), name)
+
+
+def verdicts(results: dict[str, Any]) -> tuple[bool | None, bool | None]:
+    """(converged, learned) of one run or stage's results; None where its results.json does not say."""
+    converged = (results.get("convergence") or {}).get("converged")
+    learned = (results.get("learned") or {}).get("learned")
+    if results.get("status") == "diverged":
+        return False, False
+    return converged, learned
+
+
+def summary_record(
+    run: RunSpec, folder: Path, results: dict[str, Any], overrides: dict[str, Any], stage: str | None = None
+) -> dict[str, Any]:
+    """One run's (or one pipeline stage's) line in summary.json.
+
+    Keys: run_id, experiment, stage (null, or layerN/frozen/finetune for a pipeline), kind, grid (the grid
+    values), overrides (every override that made the run: the study's every_run, the experiment's
+    overrides and the grid values), seed, model, code_dim, status, converged, learned, flags (why it is
+    marked, empty when it is not), model_metrics and pca (every test metric; the five of SUMMARY_METRICS
+    always present, null when not measured), trivial (the trivial predictor's figures), epochs,
+    wall_seconds, device, device_name, folder (relative to the study folder).
+    """
+    # results.json holds the metrics under "ae" for an autoencoder, under "model" for anything else.
+    model_name, table = results.get("model"), results.get("ae")
+    if isinstance(model_name, dict):
+        class_path = ((results.get("config") or {}).get("model") or {}).get("class_path") or "Classifier"
+        model_name, table = class_path.rsplit(".", 1)[-1], model_name
+    metrics = dict(table or {})
+    if stage is not None and not metrics:  # a stage known only from the pipeline's own results.json
+        metrics = {k: v for k, v in results.items() if k.startswith("test/")}
+    pca = dict(results.get("pca") or {})
+    for key in SUMMARY_METRICS:
+        metrics.setdefault(key, None)
+        pca.setdefault(key, None)
+    converged, learned = verdicts(results)
+    flags = []
+    if converged is False:
+        flags.append(f"{NOT_CONVERGED}: {(results.get('convergence') or {}).get('reason') or 'diverged'}")
+    if learned is False:
+        flags.append(f"{NOT_LEARNED}: {(results.get('learned') or {}).get('reason') or 'diverged'}")
+    if converged is None or learned is None:
+        flags.append(f"{NOT_JUDGED}: its results.json has no convergence or learned verdict")
+    environment = results.get("environment") or {}
+    return {
+        "run_id": run.run_id,
+        "experiment": run.experiment,
+        "stage": stage,
+        "kind": run.kind,
+        "grid": dict(run.labels),
+        "overrides": overrides,
+        "seed": run.seed,
+        "model": model_name,
+        "code_dim": results.get("code_dim"),
+        "status": results.get("status"),
+        "converged": converged,
+        "learned": learned,
+        "flags": flags,
+        "verdicts": {"convergence": results.get("convergence"), "learned": results.get("learned")},
+        "model_metrics": metrics,
+        "pca": pca,
+        "trivial": results.get("trivial"),
+        "epochs": results.get("epochs"),
+        "wall_seconds": run_seconds(results),
+        "device": environment.get("device"),
+        "device_name": results.get("device_name"),
+        "folder": str(folder),
+    }
+
+
+def record_key(record: dict[str, Any]) -> tuple:
+    """A stable order: experiment, grid values, seed, stage, id."""
+    grid = json.dumps(record["grid"], sort_keys=True, default=str)
+    return (record["experiment"], grid, record["seed"], stage_order(record["stage"]), record["run_id"])
+
+
+def study_overrides(study: Study) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(experiment, kind): the overrides the study file applies to it (every_run for fits, then its own)}."""
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(study.source), resolve=True)
+    except Exception:  # the study was read once already; a file changed since only loses this detail
+        return {}
+    every_run = raw.get("every_run") or {}
+    found = {}
+    for name, spec in (raw.get("experiments") or {}).items():
+        kind = "fit" if "config" in (spec or {}) else "pretrain"
+        found[(name, kind)] = {**(every_run if kind == "fit" else {}), **((spec or {}).get("overrides") or {})}
+    return found
+
+
 @dataclass
 class Result:
     run: RunSpec
     folder: Path
     results: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)  # this run's summary record (a pipeline's: its last stage)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # a pipeline's summary record per stage
 
     def metric(self, key: str, table: str = "ae") -> float | None:
-        return (self.results.get(table) or {}).get(key)
+        """A figure from the summary record: the model's (table "ae" or "model") or PCA's ("pca")."""
+        return (self.record.get("pca" if table == "pca" else "model_metrics") or {}).get(key)
+
+    def stage_metric(self, stage: str, key: str) -> float | None:
+        return ((self.stages.get(stage) or {}).get("model_metrics") or {}).get(key)
+
+    @property
+    def flags(self) -> list[str]:
+        """Why this run is marked (empty when it converged and learned); a pipeline's over all its stages."""
+        if self.stages:
+            return [f"{name}: {flag}" for name, record in self.stages.items() for flag in record["flags"]]
+        return list(self.record.get("flags", []))
+
+    def excluded(self, stage: str | None = None) -> bool:
+        """Left out of the sentences: it (or the given pipeline stage) did not converge or did not learn."""
+        record = self.stages.get(stage, {}) if stage is not None else self.record
+        return record.get("converged") is False or record.get("learned") is False
 
     @property
     def init_args(self) -> dict[str, Any]:
@@ -60,14 +194,37 @@ class Result:
 
 
 def collect(study: Study, folder: Path) -> list[Result]:
-    """Every run with results (tested or diverged); the sections read only tested ones."""
+    """Every run with results (tested or diverged), each with its summary record(s); the sections read only
+    tested ones."""
     found = []
+    overrides = study_overrides(study)
     for run in study.runs:
         run_dir = folder / "runs" / run.run_id
         results = read_results(run_dir)
-        if results is not None:
-            found.append(Result(run, run_dir, results))
+        if results is None:
+            continue
+        applied = {**overrides.get((run.experiment, run.kind), {}), **run.labels}
+        result = Result(run, run_dir, results)
+        if run.kind == "pretrain":
+            # Each stage wrote its own results.json (with its verdicts); the pipeline's lists the classifier stages.
+            stage_results = {p.parent.name: p for p in run_dir.glob("*/results.json")}
+            for name in sorted(set(stage_results) | set(results.get("stages") or {}), key=stage_order):
+                try:
+                    stage = json.loads(stage_results[name].read_text())
+                except (KeyError, OSError, ValueError):
+                    stage = {"status": results.get("status"), **(results.get("stages") or {}).get(name, {})}
+                result.stages[name] = summary_record(run, Path("runs", run.run_id, name), stage, applied, name)
+            result.record = result.stages[max(result.stages, key=stage_order)] if result.stages else {}
+        else:
+            result.record = summary_record(run, Path("runs", run.run_id), results, applied)
+        found.append(result)
     return found
+
+
+def summary_records(results: list[Result]) -> list[dict[str, Any]]:
+    """Every record of summary.json, in a stable order."""
+    records = [record for r in results for record in (r.stages.values() if r.stages else [r.record])]
+    return sorted(records, key=record_key)
 
 
 def fmt(values: list[float | None], digits: int = 4) -> str:
@@ -83,6 +240,62 @@ def fmt(values: list[float | None], digits: int = 4) -> str:
 def number(value: float | None, digits: int = 4) -> str:
     """A measured value for a sentence; 'not measured' when the runs did not record it."""
     return "not measured" if value is None else f"{value:.{digits}f}"
+
+
+def spread(values: list[float | None], digits: int = 4) -> str:
+    """A figure for a sentence: the value of one run, or mean ± sd over several with their count n."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "not measured"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)})"
+
+
+def usable(results: list[Result], stage: str | None = None) -> list[Result]:
+    """The runs a sentence may compare: those not flagged as not converged or not learned."""
+    return [r for r in results if not r.excluded(stage)]
+
+
+def flag_cell(results: list[Result], stage: str | None = None) -> str:
+    """The flags column of a table row: which of its runs did not converge or did not learn (k of n)."""
+    # One record per run, or for a pipeline without a stage named, each of its stages.
+    records = [
+        rec
+        for r in results
+        for rec in ([r.stages.get(stage, {})] if stage else (list(r.stages.values()) or [r.record]))
+    ]
+    marks = []
+    for word, key in ((NOT_CONVERGED, "converged"), (NOT_LEARNED, "learned"), (NOT_JUDGED, None)):
+        if key is None:
+            count = sum(1 for rec in records if rec.get("converged") is None or rec.get("learned") is None)
+        else:
+            count = sum(1 for rec in records if rec.get(key) is False)
+        if count:
+            marks.append(f"⚑ {word}" + (f" ({count}/{len(records)})" if len(records) > 1 else ""))
+    return "; ".join(marks)
+
+
+def flags_note(results: list[Result]) -> str:
+    """The footnote of a table with a flags column: what ⚑ means, with the tolerance, window and margin used."""
+    verdicts_seen = [rec.get("verdicts") or {} for r in results for rec in (list(r.stages.values()) or [r.record])]
+    convergence = next((v["convergence"] for v in verdicts_seen if (v.get("convergence") or {}).get("window")), {})
+    learned = next((v["learned"] for v in verdicts_seen if (v.get("learned") or {}).get("margin") is not None), {})
+    tolerance, window = convergence.get("tolerance"), convergence.get("window")
+    margin = learned.get("margin")
+    flat = f"within {100 * tolerance:g}% over its last {window} epochs" if tolerance and window else "flat"
+    below = f"at least {100 * margin:g}%" if margin is not None else "clearly"
+    return (
+        f"⚑ {NOT_CONVERGED}: not stopped by early stopping and val/loss not {flat}; ⚑ {NOT_LEARNED}: test loss not "
+        f"{below} below the trivial predictor's (the mean training image for an AE, the class prior for a "
+        "classifier); (k/n): k of the row's n runs. Flagged runs stay in the tables and out of every sentence."
+    )
+
+
+def left_out(results: list[Result], stage: str | None = None) -> str:
+    """A closing clause naming the flagged runs a sentence left out ('' when none was)."""
+    flagged = [r.run.describe() for r in results if r.excluded(stage)]
+    return f" Left out as not converged or not learned (⚑): {', '.join(flagged)}." if flagged else ""
 
 
 def mean(values: list[float | None]) -> float | None:
@@ -103,7 +316,7 @@ def protocol(results: list[Result]) -> str:
         return ""
     subsets = {r.data.get("train_subset") for r in results}
     images = "all 55,000" if subsets == {None} else "/".join(str(s or 55000) for s in sorted(subsets, key=str))
-    epochs = sorted({r.results.get("epochs") for r in results if r.results.get("epochs") is not None})
+    epochs = sorted({r.record.get("epochs") for r in results if r.record.get("epochs") is not None})
     seeds = sorted({r.run.seed for r in results})
     epoch_text = ", ".join(str(e) for e in epochs) if epochs else "see config"
     return (
@@ -194,6 +407,21 @@ class ReportBuilder:
                     "Diverged runs have no metric values and are left out of every table below.",
                 )
             )
+        flagged = [r for r in self.tested if r.flags]
+        if flagged:
+            self.doc.add(
+                Paragraph(
+                    f"{len(flagged)} of {len(self.tested)} tested runs are marked ⚑: they did not converge or did "
+                    "not learn (their test loss is not clearly below the trivial predictor's). They are shown, "
+                    "marked, in the tables and left out of every sentence that compares runs. "
+                    "Every run's figures and verdicts are in `summary.json` beside this report."
+                ),
+                Table(
+                    ["marked run", "why"],
+                    [[r.run.describe(), "; ".join(r.flags)] for r in flagged],
+                    flags_note(self.tested),
+                ),
+            )
 
     # -- 2.1 ---------------------------------------------------------------------------------
 
@@ -204,32 +432,54 @@ class ReportBuilder:
             return self.missing("basic_ae")
         rows = []
         groups = group(runs, lambda r: (r.init_args.get("activation"), r.init_args.get("code_dim")))
+        keys = ("bce_per_pixel", "bce_per_image", "mse_per_pixel", "mse_per_image")
         for (activation, dim), members in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1])):
-            values = {k: [m.metric(f"test/{k}") for m in members] for k in ("bce_per_pixel", "bce_per_image")}
-            values |= {k: [m.metric(f"test/{k}") for m in members] for k in ("mse_per_pixel", "mse_per_image")}
+            values = {k: [m.metric(f"test/{k}") for m in members] for k in keys}
             rows.append(
                 [activation, str(dim), f"{784 / dim:.1f}", f"{100 * (1 - dim / 784):.1f}%"]
-                + [fmt(values[k]) for k in ("bce_per_pixel", "bce_per_image", "mse_per_pixel", "mse_per_image")]
+                + [fmt(values[k]) for k in keys]
+                + [
+                    fmt([(m.record.get("trivial") or {}).get("test/bce_per_pixel") for m in members]),
+                    flag_cell(members),
+                ]
             )
         self.doc.add(
             Table(
-                ["encoder", "d'", "784/d'", "size saved", "BCE/pixel", "BCE/image", "MSE/pixel", "MSE/image"],
+                ["encoder", "d'", "784/d'", "size saved", "BCE/pixel", "BCE/image", "MSE/pixel", "MSE/image"]
+                + ["BCE/pixel mean image", "flags"],
                 rows,
-                protocol(runs),
+                "The mean training image, output for every test image, is the trivial predictor. "
+                + protocol(runs)
+                + " "
+                + flags_note(runs),
             )
         )
         reference = groups.get(("sigmoid", 32)) or next(iter(groups.values()))
         r = reference[0]
         dim, activation = r.init_args.get("code_dim"), r.init_args.get("activation")
-        bce = mean([m.metric("test/bce_per_pixel") for m in reference])
-        mse = mean([m.metric("test/mse_per_pixel") for m in reference])
-        # BCE scores probabilities: a run with a linear or tanh output has MSE only.
-        error = f"test BCE is {bce:.4f} per pixel" if bce is not None else f"test MSE is {number(mse)} per pixel"
+        good = usable(reference)
+        bce = [m.metric("test/bce_per_pixel") for m in good]
+        mse = [m.metric("test/mse_per_pixel") for m in good]
+        trivial = [(m.record.get("trivial") or {}).get("test/bce_per_pixel") for m in good]
+        if not good:
+            finding = (
+                f"no run at d'={dim} ({activation} encoder) converged and learned, so no reconstruction error is "
+                "quoted for it (see the ⚑ rows above)"
+            )
+        elif any(v is not None for v in bce):  # BCE scores probabilities: a linear or tanh output has MSE only
+            finding = (
+                f"at d'={dim} ({activation} encoder) the code is {784 / dim:.1f} times smaller than the image and the "
+                f"test BCE is {spread(bce)} per pixel, against {spread(trivial)} for the mean training image"
+            )
+        else:
+            finding = (
+                f"at d'={dim} ({activation} encoder) the code is {784 / dim:.1f} times smaller than the image and the "
+                f"test MSE is {spread(mse)} per pixel"
+            )
         self.doc.add(
             Paragraph(
-                f"At d'={dim} ({activation} encoder) the code is {784 / dim:.1f} times smaller than the image and the "
-                f"{error}. Published anchor: about 0.09 BCE per pixel for the Keras blog's "
-                f"32-d AE ({ANCHORS['keras']})."
+                f"{finding[0].upper()}{finding[1:]}. Published anchor: about 0.09 BCE per pixel for the Keras "
+                f"blog's 32-d AE ({ANCHORS['keras']}).{left_out(reference)}"
             )
         )
         grid = r.folder / "reconstructions.png"
@@ -242,7 +492,7 @@ class ReportBuilder:
         if not runs:
             return self.missing("basic_ae")
         dims = sorted({r.init_args.get("code_dim") for r in runs})
-        series_acc, series_bce, rows, wins = {}, {}, [], []
+        series_acc, series_bce, rows, comparisons = {}, {}, [], []
         for activation, members in group(runs, lambda r: r.init_args.get("activation")).items():
             by_dim = group(members, lambda r: r.init_args.get("code_dim"))
             series_acc[f"AE ({activation})"] = (
@@ -255,12 +505,13 @@ class ReportBuilder:
             )
             for d in dims:
                 ms = by_dim.get(d, [])
-                ae, pca = (
-                    mean([m.metric("test/knn_acc") for m in ms]),
-                    mean([m.metric("test/knn_acc", "pca") for m in ms]),
-                )
-                if ae is not None and pca is not None:
-                    wins.append((activation, d, ae > pca))
+                good = usable(ms)
+                ae_acc = [m.metric("test/knn_acc") for m in good]
+                pca_acc = [m.metric("test/knn_acc", "pca") for m in good]
+                if mean(ae_acc) is not None and mean(pca_acc) is not None:
+                    comparisons.append((activation, d, mean(ae_acc) > mean(pca_acc), spread(ae_acc), spread(pca_acc)))
+                if not ms:
+                    continue
                 rows.append(
                     [
                         activation,
@@ -275,6 +526,7 @@ class ReportBuilder:
                     + [
                         fmt([m.metric("test/knn_predict_us_per_image") for m in ms], 1),
                         fmt([m.metric("test/knn_predict_us_per_image", "pca") for m in ms], 1),
+                        flag_cell(ms),
                     ]
                 )
         by_dim_all = group(runs, lambda r: r.init_args.get("code_dim"))
@@ -301,23 +553,31 @@ class ReportBuilder:
                     "encode µs PCA",
                     "kNN µs AE",
                     "kNN µs PCA",
+                    "flags",
                 ],
                 rows,
-                "Times are per test image. " + protocol(runs),
+                "Times are per test image. " + protocol(runs) + " " + flags_note(runs),
             ),
         )
-        better = [f"{d} ({a})" for a, d, win in wins if win]
-        worse = [f"{d} ({a})" for a, d, win in wins if not win]
+
+        def listed(items: list[tuple]) -> str:
+            return ", ".join(f"d'={d} ({a}: AE {ae} against PCA {pca})" for a, d, _, ae, pca in items)
+
+        better = [c for c in comparisons if c[2]]
+        worse = [c for c in comparisons if not c[2]]
+        if not comparisons:
+            text = "No AE run converged and learned, so kNN on its codes is not compared with PCA's here. "
+        else:
+            text = (
+                f"kNN on the AE's codes is more accurate than on PCA's at {listed(better)}. "
+                + (f"It is less or equally accurate at {listed(worse)}. " if worse else "")
+                if better
+                else f"kNN on the AE's codes is at most as accurate as on PCA's at every d' compared: {listed(worse)}. "
+            )
         self.doc.add(
             Paragraph(
-                (
-                    "kNN on the AE's codes is more accurate than on PCA's at d' = " + ", ".join(better) + "; "
-                    if better
-                    else "kNN on the AE's codes is at most as accurate as on PCA's at every d' measured. "
-                )
-                + ("it is less or equally accurate at " + ", ".join(worse) + ". " if better and worse else "")
-                + "Whether the AE generalises: its test accuracy is measured on images it never saw, with the "
-                "kNN fitted on the training codes only."
+                text + "Whether the AE generalises: its test accuracy is measured on images it never saw, with the "
+                "kNN fitted on the training codes only." + left_out(runs)
             )
         )
 
@@ -337,6 +597,7 @@ class ReportBuilder:
                 ]
                 + [fmt([m.metric("test/mse_per_image", t) for m in ms], 2) for t in ("ae", "pca")]
                 + [fmt([m.metric("test/knn_acc", t) for m in ms]) for t in ("ae", "pca")]
+                + [flag_cell(ms)]
             )
         self.doc.add(
             Table(
@@ -349,9 +610,10 @@ class ReportBuilder:
                     "MSE/image PCA",
                     "kNN AE",
                     "kNN PCA",
+                    "flags",
                 ],
                 rows,
-                protocol(runs),
+                protocol(runs) + " " + flags_note(runs),
             )
         )
         # The headline: the deepest network at the smallest and the largest d' (Hinton's 784-1000-500-250-30).
@@ -359,23 +621,26 @@ class ReportBuilder:
         dims = sorted(dim for depth, dim in groups if depth == deepest)
         parts = []
         for dim in dict.fromkeys((dims[0], dims[-1])):
-            ms = groups[(deepest, dim)]
+            ms = usable(groups[(deepest, dim)])
+            if not ms:
+                parts.append(f"at d'={dim} no run converged and learned")
+                continue
 
-            def value(key: str, table: str, ms=ms) -> float:
-                return mean([m.metric(key, table) for m in ms])
+            def value(key: str, table: str, digits: int, ms=ms) -> str:
+                return spread([m.metric(key, table) for m in ms], digits)
 
             parts.append(
-                f"at d'={dim} its kNN accuracy is {number(value('test/knn_acc', 'ae'), 3)} against PCA's "
-                f"{number(value('test/knn_acc', 'pca'), 3)}, and its squared error per image "
-                f"{number(value('test/mse_per_image', 'ae'), 2)} against PCA's "
-                f"{number(value('test/mse_per_image', 'pca'), 2)}"
+                f"at d'={dim} its kNN accuracy is {value('test/knn_acc', 'ae', 3)} against PCA's "
+                f"{value('test/knn_acc', 'pca', 3)}, and its squared error per image "
+                f"{value('test/mse_per_image', 'ae', 2)} against PCA's {value('test/mse_per_image', 'pca', 2)}"
             )
         hidden = groups[(deepest, dims[0])][0].init_args.get("hidden_dims") or []
         shape = "-".join(str(n) for n in [784, *hidden]) + "-d'"
+        headline = [m for dim in dict.fromkeys((dims[0], dims[-1])) for m in groups[(deepest, dim)]]
         self.doc.add(
             Paragraph(
-                f"The deepest AE measured ({shape}, L={deepest}): " + "; ".join(parts) + ". "
-                f"Anchors: {ANCHORS['hinton']} {ANCHORS['umap']}"
+                f"The deepest AE measured ({shape}, L={deepest}): " + "; ".join(parts) + "."
+                f"{left_out(headline)} Anchors: {ANCHORS['hinton']} {ANCHORS['umap']}"
             )
         )
 
@@ -454,10 +719,17 @@ class ReportBuilder:
                 fmt([m.metric("test/bce_per_pixel")]),
                 fmt([m.metric("test/knn_acc")]),
                 fmt([m.metric("test/knn_acc", "pca")]),
+                flag_cell([m]),
             ]
             for m in runs
         ]
-        self.doc.add(Table(["run", "code size", "BCE/pixel", "kNN AE", "kNN PCA"], rows, protocol(runs)))
+        self.doc.add(
+            Table(
+                ["run", "code size", "BCE/pixel", "kNN AE", "kNN PCA", "flags"],
+                rows,
+                protocol(runs) + " " + flags_note(runs),
+            )
+        )
 
     # -- 2.2 ---------------------------------------------------------------------------------
 
@@ -486,6 +758,7 @@ class ReportBuilder:
                     "test/knn_acc",
                 )
             ]
+            + [flag_cell(by_p[p])]
             for p in ps
         ]
         self.doc.add(
@@ -501,26 +774,36 @@ class ReportBuilder:
                 "Denoising error against p.",
             ),
             Table(
-                ["p kept", "BCE dAE", "BCE corrupted", "BCE plain AE", "MSE dAE", "MSE corrupted", "kNN dAE (clean)"],
+                [
+                    "p kept",
+                    "BCE dAE",
+                    "BCE corrupted",
+                    "BCE plain AE",
+                    "MSE dAE",
+                    "MSE corrupted",
+                    "kNN dAE (clean)",
+                    "flags",
+                ],
                 rows,
-                protocol(runs),
+                protocol(runs) + " " + flags_note(runs),
             ),
         )
-        gains = [
-            (
-                p,
-                mean([m.metric("test/corrupted_bce_per_pixel") for m in by_p[p]]),
-                mean([m.metric("test/bce_per_pixel") for m in by_p[p]]),
+        parts = []
+        for p in ps:
+            good = usable(by_p[p])
+            if not good:
+                parts.append(f"p={p}: no run converged and learned")
+                continue
+            corrupted, denoised = ([m.metric(f"test/{k}bce_per_pixel") for m in good] for k in ("corrupted_", ""))
+            plain = [m.metric("test/plain_ae_bce_per_pixel") for m in good]
+            parts.append(
+                f"p={p}: {spread(corrupted)} corrupted -> {spread(denoised)} denoised"
+                + (f" (the plain AE on the same inputs: {spread(plain)})" if any(v is not None for v in plain) else "")
             )
-            for p in ps
-        ]
-        text = "; ".join(
-            f"p={p}: {c:.4f} corrupted -> {d:.4f} denoised" for p, c, d in gains if c is not None and d is not None
-        )
         self.doc.add(
             Paragraph(
-                f"Test BCE against the clean images, corrupted input -> denoising AE: {text}. "
-                "kNN is measured on the clean test images' codes (2.2c)."
+                f"Test BCE per pixel against the clean images, corrupted input -> denoising AE: {'; '.join(parts)}. "
+                f"kNN is measured on the clean test images' codes (2.2c).{left_out(runs)}"
             )
         )
         middle = by_p[ps[len(ps) // 2]][0]
@@ -548,13 +831,35 @@ class ReportBuilder:
                     "test/knn_acc",
                 )
             ]
+            + [flag_cell([r])]
             for r in runs
         ]
         self.doc.add(
             Table(
-                ["corruption", "parameters", "BCE dAE", "BCE corrupted", "BCE plain AE", "kNN dAE"],
+                ["corruption", "parameters", "BCE dAE", "BCE corrupted", "BCE plain AE", "kNN dAE", "flags"],
                 rows,
-                protocol(runs),
+                protocol(runs) + " " + flags_note(runs),
+            )
+        )
+        parts = []
+        for corruption, members in group(usable(runs), lambda r: r.data.get("corruption")).items():
+            values = {k: [m.metric(f"test/{k}bce_per_pixel") for m in members] for k in ("", "corrupted_", "plain_ae_")}
+            parts.append(
+                f"{corruption}: {spread(values['corrupted_'])} corrupted -> {spread(values[''])} denoised"
+                + (
+                    f", plain AE {spread(values['plain_ae_'])}"
+                    if any(v is not None for v in values["plain_ae_"])
+                    else ""
+                )
+            )
+        self.doc.add(
+            Paragraph(
+                (
+                    f"Test BCE per pixel against the clean images: {'; '.join(parts)}."
+                    if parts
+                    else "No run of another corruption converged and learned, so none is compared here."
+                )
+                + left_out(runs)
             )
         )
         for r in runs[:2]:
@@ -579,12 +884,34 @@ class ReportBuilder:
             if (r.folder / name).exists():
                 self.doc.add(Figure(r.folder / name, caption))
         self.doc.add(
+            Table(
+                ["run", "BCE/pixel", "BCE/pixel mean partner", "kNN AE", "kNN PCA", "flags"],
+                [
+                    [
+                        m.run.describe(),
+                        fmt([m.metric("test/bce_per_pixel")]),
+                        fmt([(m.record.get("trivial") or {}).get("test/bce_per_pixel")]),
+                        fmt([m.metric("test/knn_acc")]),
+                        fmt([m.metric("test/knn_acc", "pca")]),
+                        flag_cell([m]),
+                    ]
+                    for m in runs
+                ],
+                protocol(runs) + " " + flags_note(runs),
+            )
+        )
+        good = usable(runs)
+        finding = (
+            f"Test BCE against a random same-class partner: {spread([m.metric('test/bce_per_pixel') for m in good])} "
+            f"per pixel; kNN accuracy of the codes: {spread([m.metric('test/knn_acc') for m in good])} "
+            f"(PCA {spread([m.metric('test/knn_acc', 'pca') for m in good])}). "
+            if good
+            else "No similarity run converged and learned, so none is quoted here. "
+        )
+        self.doc.add(
             Paragraph(
-                f"Test BCE against a random same-class partner: {fmt([m.metric('test/bce_per_pixel') for m in runs])} "
-                f"per pixel; kNN accuracy of the codes: {fmt([m.metric('test/knn_acc') for m in runs])} "
-                f"(PCA {fmt([m.metric('test/knn_acc', 'pca') for m in runs])}). "
-                "The loss is still minimised by the mean of the possible targets, so the model learns a per-class "
-                "average, not a reconstruction (see the README)."
+                finding + "The loss is still minimised by the mean of the possible targets, so the model learns a "
+                f"per-class average, not a reconstruction (see the README).{left_out(runs)}"
             )
         )
 
@@ -597,21 +924,69 @@ class ReportBuilder:
         activations = sorted(
             {r.init_args.get("activation") for r in scratch} | {r.run.config.get("activation") for r in pipelines}
         )
-        rows = []
+        rows, parts = [], []
         for act in activations:
-            a = [r.metric("test/error", "model") for r in scratch if r.init_args.get("activation") == act]
+            a = [r for r in scratch if r.init_args.get("activation") == act]
             p = [r for r in pipelines if r.run.config.get("activation") == act]
-            b = [r.results["stages"]["frozen"]["test/error"] for r in p]
-            c = [r.results["stages"]["finetune"]["test/error"] for r in p]
-            rows.append([act, fmt(a), fmt(b), fmt(c)])
+            b = [r.stage_metric("frozen", "test/error") for r in p]
+            c = [r.stage_metric("finetune", "test/error") for r in p]
+            trivial = [(r.record.get("trivial") or {}).get("test/error") for r in [*a, *p]]
+            rows.append(
+                [act, fmt([r.metric("test/error", "model") for r in a]), fmt(b), fmt(c), fmt(trivial)]
+                + ["; ".join(f for f in (flag_cell(a), flag_cell(p)) if f)]
+            )
+            a_good, b_good, c_good = usable(a), usable(p, "frozen"), usable(p, "finetune")
+            figures = [
+                f"{label} {spread(values) if good else 'no run converged and learned'}"
+                for label, runs_in, good, values in (
+                    ("(a)", a, a_good, [r.metric("test/error", "model") for r in a_good]),
+                    ("(b)", p, b_good, [r.stage_metric("frozen", "test/error") for r in b_good]),
+                    ("(c)", p, c_good, [r.stage_metric("finetune", "test/error") for r in c_good]),
+                )
+                if runs_in
+            ]
+            parts.append(f"{act}: " + ", ".join(f for f in figures if f))
+        left = [r.run.describe() for r in scratch if r.excluded()] + [
+            f"{r.run.describe()} ({stage})" for r in pipelines for stage in ("frozen", "finetune") if r.excluded(stage)
+        ]
         self.doc.add(
             Table(
-                ["activation", "(a) no pre-training", "(b) pre-trained, frozen", "(c) pre-trained, fine-tuned"],
+                [
+                    "activation",
+                    "(a) no pre-training",
+                    "(b) pre-trained, frozen",
+                    "(c) pre-trained, fine-tuned",
+                    "majority class",
+                    "flags",
+                ],
                 rows,
-                "Test error. " + protocol(scratch + pipelines),
+                "Test error; the majority class of the training labels, answered for every test image, is the "
+                "trivial predictor. " + protocol(scratch + pipelines) + " " + flags_note(scratch + pipelines),
             ),
-            Paragraph(f"Anchor: {ANCHORS['pretraining']}"),
+            Paragraph(
+                "Test error of the runs that converged and learned: "
+                + "; ".join(parts)
+                + "."
+                + (f" Left out as not converged or not learned (⚑): {', '.join(left)}." if left else "")
+                + f" Anchor: {ANCHORS['pretraining']}"
+            ),
         )
+
+    def write_summary(self) -> Path:
+        """summary.json beside report.md: every run's (and pipeline stage's) record, written atomically."""
+        path = self.output / "summary.json"
+        write_json(
+            path,
+            {
+                "study": self.study.name,
+                "source": str(self.study.source),
+                "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "commit": git_commit(),
+                "runs": len(self.study.runs),
+                "records": summary_records(self.results),
+            },
+        )
+        return path
 
     def build(self) -> tuple[Path, Path]:
         self.header()
@@ -628,7 +1003,9 @@ class ReportBuilder:
         ):
             section()
         try:
-            return self.doc.write(self.output)
+            written = self.doc.write(self.output)
+            self.write_summary()
+            return written
         finally:
             shutil.rmtree(self.plots, ignore_errors=True)
 
