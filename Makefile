@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train denoise similarity pretrain study report tensorboard lint bench clean
+.PHONY: help install test train denoise similarity pretrain study report tensorboard lint bench gpu-check clean
 
 # TensorBoard listens on the loopback interface only; TB_HOST=0.0.0.0 exposes it to the network on purpose.
 LOGDIR  ?= lightning_logs
@@ -56,6 +56,10 @@ lint: $(STAMP) ## Check style with ruff
 
 bench: $(STAMP) ## Run the benchmarks in benchmarks/ and print their tables
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# No install step: on a GPU machine lightning_ae may only be on PYTHONPATH (see scripts/gpu_check.sh for its variables).
+gpu-check: ## Every config for 1 epoch (fit + test, predict, pre-training, smoke study) on a CUDA device; GPU_CHECK_ARGS go to every fit
+	bash scripts/gpu_check.sh
 
 clean: ## Remove the venv, caches, logs and build outputs (not the bundled data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info lightning_logs benchmarks/results

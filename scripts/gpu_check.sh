@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# make gpu-check: every config for one epoch on a CUDA device, each into a temporary log folder.
+#
+#   - every fit config (configs/*.yaml but pretrain_*): fit for 1 epoch, then test on the best
+#     checkpoint (the CLI's default), with every evaluation callback of the config;
+#   - a predict on the basic AE's checkpoint (PredictionWriter);
+#   - every pre-training pipeline (configs/pretrain_*.yaml), 1 epoch per stage;
+#   - the smoke study (configs/study/smoke.yaml), runs and report.
+#
+# One line per check (ok or FAILED, seconds), a summary, exit status 1 if any failed (the log of a
+# failed check is kept and its tail printed). Refuses with one line, status 2, without a CUDA device.
+#
+# Environment:
+#   PYTHON                   the interpreter (default: .venv/bin/python if present, else python3); lightning_ae
+#                            must be importable by it (installed, or on PYTHONPATH)
+#   GPU_CHECK_ARGS           appended to every fit and predict, e.g. "--data.train_subset 2000" (default: full data)
+#   GPU_CHECK_PRETRAIN_ARGS  appended to every pre-training pipeline, e.g. "--train_subset 2000"
+#   GPU_CHECK_ACCELERATOR    gpu (default); "cpu" runs the same checks on the CPU, to try the script itself
+#   GPU_CHECK_DIR            the log folder (default: a new temporary folder, removed when every check passed)
+set -u
+cd "$(dirname "$0")/.." || exit 2
+
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+ACCELERATOR=${GPU_CHECK_ACCELERATOR:-gpu}
+read -r -a FIT_ARGS <<<"${GPU_CHECK_ARGS:-}"
+read -r -a PRETRAIN_ARGS <<<"${GPU_CHECK_PRETRAIN_ARGS:-}"
+
+if [ "$ACCELERATOR" = gpu ]; then
+    if [ "$("$PYTHON" -c 'import torch; print(torch.cuda.is_available())' 2>/dev/null)" != True ]; then
+        echo "gpu-check: no CUDA device (torch.cuda.is_available() is not True for $PYTHON); nothing was run." >&2
+        exit 2
+    fi
+    DEVICE=$("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name(0))' 2>/dev/null)
+else
+    DEVICE="$ACCELERATOR (GPU_CHECK_ACCELERATOR)"
+fi
+
+if [ -n "${GPU_CHECK_DIR:-}" ]; then
+    LOGS=$GPU_CHECK_DIR
+    mkdir -p "$LOGS" || exit 2
+else
+    LOGS=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX") || exit 2
+fi
+export PYTHONUNBUFFERED=1
+
+PASSED=0
+FAILED=()
+START=$(date +%s.%N)
+echo "gpu-check on $DEVICE with $PYTHON; logs in $LOGS"
+
+# check NAME EXPECTED_FILE COMMAND...: runs COMMAND (output to LOGS/NAME.log); ok when it exits 0 and,
+# when EXPECTED_FILE is not "-", that file exists (for results.json: with status "tested").
+check() {
+    local name=$1 expected=$2
+    shift 2
+    local log="$LOGS/$name.log" begin status=0 seconds
+    begin=$(date +%s.%N)
+    "$@" >"$log" 2>&1 || status=$?
+    if [ "$status" -eq 0 ] && [ "$expected" != - ]; then
+        if [ ! -f "$expected" ]; then
+            echo "gpu-check: $expected was not written" >>"$log"
+            status=1
+        elif [ "${expected##*/}" = results.json ] && ! grep -Eq '"status": *"tested"' "$expected"; then
+            echo "gpu-check: $expected does not say \"tested\"" >>"$log"
+            status=1
+        fi
+    fi
+    seconds=$(awk -v a="$begin" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+    if [ "$status" -eq 0 ]; then
+        PASSED=$((PASSED + 1))
+        printf '%-6s  %-28s %8s s\n' ok "$name" "$seconds"
+    else
+        FAILED+=("$name")
+        printf '%-6s  %-28s %8s s  (exit %s; %s)\n' FAILED "$name" "$seconds" "$status" "$log"
+        tail -n 15 "$log" | sed 's/^/        | /'
+    fi
+}
+
+for config in configs/*.yaml; do
+    name=$(basename "$config" .yaml)
+    case $name in pretrain_*) continue ;; esac
+    check "$name" "$LOGS/fit/$name/version_0/results.json" \
+        "$PYTHON" -m lightning_ae fit --config "$config" --trainer.max_epochs 1 --trainer.accelerator "$ACCELERATOR" \
+        --trainer.logger.init_args.save_dir "$LOGS/fit" --trainer.logger.init_args.name "$name" \
+        --trainer.logger.init_args.version 0 "${FIT_ARGS[@]}"
+done
+
+# predict on the basic AE's best checkpoint: codes and reconstructions of the test set, to predictions.pt.
+best=$(ls "$LOGS"/fit/basic_ae/version_0/checkpoints/best-*.ckpt 2>/dev/null | head -n 1)
+check predict_basic_ae "$LOGS/predict/basic_ae/version_0/predictions.pt" \
+    "$PYTHON" -m lightning_ae predict --config configs/basic_ae.yaml --ckpt_path "${best:-no best checkpoint of basic_ae}" \
+    --trainer.accelerator "$ACCELERATOR" --trainer.logger.init_args.save_dir "$LOGS/predict" \
+    --trainer.logger.init_args.name basic_ae --trainer.logger.init_args.version 0 "${FIT_ARGS[@]}"
+
+for config in configs/pretrain_*.yaml; do
+    name=$(basename "$config" .yaml)
+    check "$name" "$LOGS/$name/results.json" \
+        "$PYTHON" -m lightning_ae pretrain --config "$config" --layers.epochs 1 --frozen.epochs 1 --finetune.epochs 1 \
+        --accelerator "$ACCELERATOR" --output_dir "$LOGS/$name" "${PRETRAIN_ARGS[@]}"
+done
+
+# The study's runs take the accelerator of their configs (auto: the GPU when there is one).
+check study_smoke "$LOGS/report/report.md" \
+    "$PYTHON" -m lightning_ae study configs/study/smoke.yaml --folder "$LOGS/study" --report "$LOGS/report"
+
+minutes=$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", (b - a) / 60}')
+if [ "${#FAILED[@]}" -eq 0 ]; then
+    echo "gpu-check: all $PASSED ok in $minutes min on $DEVICE"
+    [ -z "${GPU_CHECK_DIR:-}" ] && rm -rf "$LOGS"
+    exit 0
+fi
+echo "gpu-check: ${#FAILED[@]} FAILED (${FAILED[*]}), $PASSED ok, in $minutes min on $DEVICE; logs in $LOGS"
+exit 1
