@@ -197,9 +197,10 @@ class LayerwisePretraining:
     # -- the stages ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _codes(self, encoder: nn.Module, inputs: Tensor, batch_size: int = 2000) -> Tensor:
-        encoder.eval()
-        return torch.cat([encoder(chunk) for chunk in inputs.split(batch_size)])
+    def _codes(self, model: Autoencoder, inputs: Tensor, batch_size: int = 2000) -> Tensor:
+        """The codes of `inputs`, computed where the model is, returned where the inputs are."""
+        model.eval()
+        return torch.cat([model.encode(chunk.to(model.device)).to(inputs.device) for chunk in inputs.split(batch_size)])
 
     def pretrain_layers(self) -> list[nn.Linear]:
         """Train one autoencoder per hidden layer; the trained encoder layers, first to last."""
@@ -223,9 +224,10 @@ class LayerwisePretraining:
             )
             data = TensorDataModule(splits, self.datamodule.class_names, self.layers.batch_size, seed=self.seed)
             self.run_stage(f"layer{number}", model, data, self.layers)
-            encoders.append(next(m for m in model.encoder if isinstance(m, nn.Linear)))
+            # The layer as it acts on the raw input (the AE centred its inputs; the classifier does not).
+            encoders.append(model.input_layer())
             # The next layer learns from these codes, computed once with the trained encoder.
-            splits = {s: (self._codes(model.encoder, x), y) for s, (x, y) in splits.items()}
+            splits = {s: (self._codes(model, x), y) for s, (x, y) in splits.items()}
             input_range = self.activation
         return encoders
 

@@ -15,6 +15,8 @@ from lightning_ae.models import Autoencoder, Classifier
 def plain_loop(model: torch.nn.Module, datamodule: MNISTDataModule, epochs: int, loss_fn) -> None:
     """The reference: one SGD update per batch, batches in the DataModule's seeded order."""
     split = datamodule.split("train")
+    if hasattr(model, "init_from_data"):  # the autoencoder's recipe: centred inputs, output bias from the data
+        model.init_from_data(*datamodule.training_means())
     optimizer = model.optimizer_factory(model.parameters())
     for epoch in range(epochs):
         sampler = EpochBatchSampler(len(split), datamodule.batch_size, True, datamodule.seed)

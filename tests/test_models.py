@@ -69,6 +69,39 @@ def test_a_few_training_steps_lower_the_loss(datamodule, name):
     assert after < 0.9 * before
 
 
+def test_a_fit_centres_the_inputs_and_starts_the_output_at_the_mean_image(datamodule):
+    """Set from the training split when a fit starts, saved with the weights; off when asked."""
+    model, plain = Autoencoder(code_dim=8), Autoencoder(code_dim=8, center_inputs=False, init_output_bias=False)
+    plain_bias = plain.decoder[-1].bias.clone()
+    for m in (model, plain):
+        trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(m, datamodule=datamodule)
+    mean = datamodule.split("train").images.mean(0)
+    torch.testing.assert_close(model.input_shift, mean)
+    torch.testing.assert_close(torch.sigmoid(model.decoder[-1].bias), mean.clamp(1e-3, 1 - 1e-3), atol=1e-6, rtol=0)
+    assert "input_shift" in model.state_dict()
+    x = datamodule.split("test").images[:4]
+    torch.testing.assert_close(model.encode(x), model.encoder(x - mean))
+    assert plain.input_shift.abs().sum() == 0 and torch.equal(plain.decoder[-1].bias, plain_bias)
+
+
+def test_conv_output_bias_starts_at_the_mean_pixel(datamodule):
+    model = ConvAutoencoder(input_shape=(784,))
+    model.init_from_data(*datamodule.training_means())
+    mean = datamodule.split("train").images.mean()
+    torch.testing.assert_close(torch.sigmoid(model.decoder[-1].bias), mean.reshape(1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_from_before_centring_loads_with_no_shift():
+    model = Autoencoder(code_dim=8)
+    old = {k: v for k, v in model.state_dict().items() if k != "input_shift"}
+    checkpoint = {"state_dict": old}
+    model.on_load_checkpoint(checkpoint)
+    fresh = Autoencoder(code_dim=8)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    assert fresh.input_shift.abs().sum() == 0
+
+
 def test_bce_from_logits_equals_bce_on_the_sigmoid_output():
     model = Autoencoder(code_dim=4)
     x = torch.rand(7, 784)

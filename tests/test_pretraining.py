@@ -55,6 +55,17 @@ def test_classifier_receives_the_encoder_weights_exactly():
         Classifier(hidden_dims=[48, 24]).load_hidden_layers([Autoencoder(code_dim=24).encoder[1], layers[1]])
 
 
+def test_the_classifier_computes_the_pretrained_codes_from_raw_images(datamodule):
+    """The folded input layer: the classifier's hidden layer gives the centred AE's code of every raw image."""
+    ae = Autoencoder(code_dim=48, activation="tanh")
+    ae.init_from_data(*datamodule.training_means())
+    classifier = Classifier(hidden_dims=[48], activation="tanh")
+    classifier.load_hidden_layers([ae.input_layer()])
+    images = datamodule.split("test").images[:256]
+    torch.testing.assert_close(classifier.encode(images), ae.encode(images), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ae.encoder(images), ae.encode(images))  # the centring matters
+
+
 def test_pipeline_reports_frozen_and_finetuned_test_accuracy(pipeline_run):
     output_dir, summary = pipeline_run
     assert set(summary["stages"]) == {"frozen", "finetune"}
@@ -78,7 +89,10 @@ def test_frozen_stage_leaves_the_pretrained_layers_unchanged_and_trains_the_soft
     output_dir, _ = pipeline_run
     layer1, layer2, frozen = best(output_dir, "layer1"), best(output_dir, "layer2"), best(output_dir, "frozen")
     assert torch.equal(frozen["hidden.1.weight"], layer1["encoder.1.weight"])
-    assert torch.equal(frozen["hidden.1.bias"], layer1["encoder.1.bias"])
+    # The AE centred its inputs; the classifier sees raw ones, so the shift is folded into the bias.
+    folded = layer1["encoder.1.bias"] - layer1["encoder.1.weight"] @ layer1["input_shift"]
+    torch.testing.assert_close(frozen["hidden.1.bias"], folded)
+    assert layer1["input_shift"].abs().sum() > 0 and layer2["input_shift"].abs().sum() > 0
     assert torch.equal(frozen["hidden.3.weight"], layer2["encoder.1.weight"])
     pl.seed_everything(0, verbose=False)
     fresh = Classifier(hidden_dims=HIDDEN, activation="tanh")

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 LAYOUTS = ("flat", "image")
 STAGES = ("train", "val", "test")
 # Seed "purposes", so that the split, the pairs and the fixed noise draw independent streams.
-_SPLIT, _PAIRS, _FIXED_NOISE = 11, 12, 13
+_SPLIT, _PAIRS, _FIXED_NOISE, _MEANS = 11, 12, 13, 14
 _NOISE_CHUNK = 2000  # images corrupted at once when fixing evaluation noise: bounds peak memory
 
 
@@ -199,6 +199,10 @@ class MNISTDataModule(pl.LightningDataModule):
         if not self.splits:
             raise RuntimeError("MNISTDataModule.setup() has not run yet; call it (the Trainer does) first.")
         return self.splits[stage]
+
+    def training_means(self) -> tuple[Tensor, Tensor]:
+        """(mean input, mean target) of the training split: what models centre on and start their output from."""
+        return self.split("train").means(seed=derive_seed(self.seed, _MEANS))
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -82,6 +82,21 @@ class SplitData:
             inputs = clean
         return inputs, target, self.labels[items]
 
+    @torch.no_grad()
+    def means(self, seed: int = 0, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """The mean input and the mean target over the split's items, each shaped like one item.
+
+        Models centre their inputs and start their output bias from these. Corrupted inputs are drawn
+        once from `seed` (their own generator: the training noise streams are untouched).
+        """
+        generator = torch.Generator(device=self.images.device).manual_seed(seed)
+        input_sum = target_sum = None
+        for index in torch.arange(len(self), device=self.images.device).split(chunk):
+            inputs, target, _ = self.batch(index, generator)
+            input_sum = inputs.sum(0, dtype=torch.float64) + (0 if input_sum is None else input_sum)
+            target_sum = target.sum(0, dtype=torch.float64) + (0 if target_sum is None else target_sum)
+        return (input_sum / len(self)).float(), (target_sum / len(self)).float()
+
 
 class EpochBatchSampler:
     """Index batches for one rank, reshuffled per epoch from (seed, epoch).

@@ -44,6 +44,10 @@ class TensorDataModule(pl.LightningDataModule):
     def split(self, stage: str) -> SplitData:
         return self.splits[stage]
 
+    def training_means(self) -> tuple[Tensor, Tensor]:
+        """(mean input, mean target) of the training split, as MNISTDataModule gives them."""
+        return self.splits["train"].means(seed=self.seed)
+
     def _loader(self, stage: str, batch_size: int, shuffle: bool) -> InMemoryLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         split = self.splits[stage]

@@ -31,6 +31,8 @@ class Autoencoder(AutoencoderBase):
         output_activation: "sigmoid" for pixels in [0, 1] (the default); "tanh" or "linear"
             (with loss "mse") to reconstruct other ranges, e.g. the codes of a tanh or ReLU
             layer in layer-wise pre-training.
+        center_inputs: subtract the mean training input before the encoder (set when a fit starts).
+        init_output_bias: start the output bias at the mean training target (logit of it for a sigmoid).
     """
 
     def __init__(
@@ -45,8 +47,19 @@ class Autoencoder(AutoencoderBase):
         scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
         input_shape: tuple[int, ...] = (784,),
         output_activation: str = "sigmoid",
+        center_inputs: bool = True,
+        init_output_bias: bool = True,
     ) -> None:
-        super().__init__(input_shape, check_code_dim(code_dim), loss, optimizer, scheduler, output_activation)
+        super().__init__(
+            input_shape,
+            check_code_dim(code_dim),
+            loss,
+            optimizer,
+            scheduler,
+            output_activation,
+            center_inputs=center_inputs,
+            init_output_bias=init_output_bias,
+        )
         hidden_dims = list(hidden_dims or [])
         for size in hidden_dims:
             check_code_dim(size, "hidden_dims")
@@ -73,3 +86,15 @@ class Autoencoder(AutoencoderBase):
             decoder += [nn.Linear(n_in, n_out), make_activation(decoder_activation, "decoder_activation")]
         decoder.append(nn.Linear(back[-1], self.input_dim))  # pre-activation; the output activation is in decode()
         self.decoder = nn.Sequential(*decoder)
+
+    def input_layer(self) -> nn.Linear:
+        """The encoder's first layer as it acts on raw (uncentred) inputs: W (x - shift) + b = W x + (b - W shift).
+
+        Layer-wise pre-training copies it into a classifier that sees the raw images.
+        """
+        first = next(m for m in self.encoder if isinstance(m, nn.Linear))
+        layer = nn.Linear(first.in_features, first.out_features, device=first.weight.device)
+        with torch.no_grad():
+            layer.weight.copy_(first.weight)
+            layer.bias.copy_(first.bias - first.weight @ self.input_shift.reshape(-1))
+        return layer

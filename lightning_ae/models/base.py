@@ -3,6 +3,13 @@
 A subclass builds `encoder` and `decoder` (the decoder ends in logits, before the
 output sigmoid) and sets `code_dim`. Evaluation beyond the loss (kNN, PCA, pictures)
 lives in callbacks, which only need `encode`.
+
+Two pieces of the training recipe start from the data, once, when a fit begins (`setup`):
+the encoder sees centred inputs (x minus the mean training input, a buffer saved in every
+checkpoint, so a checkpoint's codes need nothing else), and the decoder's output bias starts
+at the inverse output activation of the mean training target (logit(mean) for a sigmoid),
+so the first step already predicts the mean image instead of grey. Without them, a sigmoid
+encoder sits for epochs on the plateau where every input gets the mean image.
 """
 
 from __future__ import annotations
@@ -37,10 +44,15 @@ class AutoencoderBase(GroupedSteps):
         optimizer: OptimizerFactory,
         scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None,
         output_activation: str = "sigmoid",
+        center_inputs: bool = True,
+        init_output_bias: bool = True,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.input_dim = math.prod(self.input_shape)
+        self.center_inputs, self.init_output_bias = center_inputs, init_output_bias
+        # Subtracted from every input before the encoder; zeros (no centring) until a fit sets it from the data.
+        self.register_buffer("input_shift", torch.zeros(self.input_shape))
         self.code_dim = code_dim
         self.loss_name = check_loss(loss)
         check_output(output_activation, loss)
@@ -50,7 +62,41 @@ class AutoencoderBase(GroupedSteps):
 
     def encode(self, x: Tensor) -> Tensor:
         """The code of each input, shape (N, code_dim)."""
-        return self.encoder(x)
+        return self.encoder(x - self.input_shift)
+
+    def setup(self, stage: str) -> None:
+        # Before a checkpoint is restored (Lightning restores after setup), so a resumed run keeps its own values.
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if stage == "fit" and hasattr(datamodule, "training_means"):
+            self.init_from_data(*datamodule.training_means())
+
+    @torch.no_grad()
+    def init_from_data(self, input_mean: Tensor, target_mean: Tensor) -> None:
+        """Centre the inputs on `input_mean`, and start the output at `target_mean` (as each option says)."""
+        if self.center_inputs:
+            self.input_shift.copy_(input_mean.reshape(self.input_shape))
+        output_bias = self.output_bias()
+        if self.init_output_bias and output_bias is not None:
+            target = target_mean.to(output_bias.device).reshape(-1)
+            # One bias per output value (an MLP's pixels) takes the mean image; a conv layer's one bias its mean.
+            if output_bias.numel() != target.numel():
+                target = target.mean().expand_as(output_bias)
+            output_bias.copy_(self.inverse_output_activation(target))
+
+    def output_bias(self) -> Tensor | None:
+        """The bias of the decoder's last layer that has one (the output's pre-activation)."""
+        biased = [m for m in self.decoder.modules() if isinstance(getattr(m, "bias", None), Tensor)]
+        return biased[-1].bias if biased else None
+
+    def inverse_output_activation(self, values: Tensor) -> Tensor:
+        """The pre-activation that gives `values`; clipped where the activation never reaches them."""
+        if self.output_activation == "sigmoid":
+            return torch.logit(values.clamp(1e-3, 1 - 1e-3))
+        return torch.atanh(values.clamp(-0.999, 0.999)) if self.output_activation == "tanh" else values
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints from before input centring have no shift: zeros are exactly what those models saw.
+        checkpoint["state_dict"].setdefault("input_shift", torch.zeros(self.input_shape))
 
     def decode_logits(self, code: Tensor) -> Tensor:
         return self.decoder(code).view(-1, *self.input_shape)

@@ -36,6 +36,8 @@ class ConvAutoencoder(AutoencoderBase):
         optimizer: OptimizerFactory = adam,
         scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
         input_shape: tuple[int, ...] = (1, 28, 28),
+        center_inputs: bool = True,
+        init_output_bias: bool = True,
     ) -> None:
         channels = list(channels or [8, 16])
         if len(channels) != 2 or any(not isinstance(c, int) or c <= 0 for c in channels):
@@ -46,7 +48,13 @@ class ConvAutoencoder(AutoencoderBase):
             )
         feature_dim = channels[1] * 7 * 7
         super().__init__(
-            input_shape, feature_dim if code_dim is None else check_code_dim(code_dim), loss, optimizer, scheduler
+            input_shape,
+            feature_dim if code_dim is None else check_code_dim(code_dim),
+            loss,
+            optimizer,
+            scheduler,
+            center_inputs=center_inputs,
+            init_output_bias=init_output_bias,
         )
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         c1, c2, pad = channels[0], channels[1], kernel_size // 2

@@ -9,8 +9,10 @@ over the same batches would, so the updates (and the weights after an epoch) are
 same, and Lightning's per-step cost is paid once per group.
 
 Optimization is manual (`automatic_optimization = False`): `optimizer.step()` is called
-once per mini-batch, and `trainer.global_step` counts those updates. Epoch-interval
-learning-rate schedulers are stepped at the end of each epoch.
+once per mini-batch, and `trainer.global_step` counts those updates. Learning-rate
+schedulers are stepped as their config's `interval` says: after every update ("step",
+e.g. OneCycleLR) or at the end of each epoch ("epoch", the default; ReduceLROnPlateau
+with `val/loss`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class GroupedSteps(pl.LightningModule):
         group = batch if isinstance(batch, list) else [batch]
         optimizer = self.optimizers()
         lean = self.lean_backward and self._plain_float32_single_device()
+        per_step = [c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"]
         total, count = 0.0, 0
         for inputs, target, labels in group:
             loss = self.training_loss((inputs, target, labels))
@@ -54,6 +57,8 @@ class GroupedSteps(pl.LightningModule):
             else:
                 self.manual_backward(loss)
             optimizer.step()
+            for scheduler in per_step:
+                scheduler.step()
             total = total + loss.detach() * len(inputs)
             count += len(inputs)
         # One logged value per group (no sync, no .item()): Lightning averages it over the epoch.
@@ -66,10 +71,12 @@ class GroupedSteps(pl.LightningModule):
         return isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.precision in ("32-true", "32")
 
     def on_train_epoch_end(self) -> None:
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            if isinstance(scheduler, ReduceLROnPlateau):
-                if "val/loss" in self.trainer.callback_metrics:
-                    scheduler.step(self.trainer.callback_metrics["val/loss"])
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != "epoch":
+                continue
+            if isinstance(config.scheduler, ReduceLROnPlateau):
+                monitor = config.monitor or "val/loss"
+                if monitor in self.trainer.callback_metrics:
+                    config.scheduler.step(self.trainer.callback_metrics[monitor])
             else:
-                scheduler.step()
+                config.scheduler.step()
