@@ -32,7 +32,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
@@ -43,7 +43,7 @@ from lightning_ae.data import MNISTDataModule
 from lightning_ae.data.tensors import TensorDataModule
 from lightning_ae.files import write_json
 from lightning_ae.models import Autoencoder, Classifier
-from lightning_ae.models.base import OptimizerFactory
+from lightning_ae.models.base import OptimizerFactory, SchedulerFactory
 from lightning_ae.models.classifier import sgd_momentum
 from lightning_ae.models.layers import ACTIVATIONS
 
@@ -56,11 +56,13 @@ RECONSTRUCTION["linear"] = ("linear", "mse")
 
 @dataclass
 class Stage:
-    """How one kind of stage trains."""
+    """How one kind of stage trains: at most `epochs` epochs; with `patience`, early stopping on val/loss."""
 
     epochs: int = 20
     batch_size: int = 25
     optimizer: OptimizerFactory = field(default=sgd_momentum)
+    scheduler: SchedulerFactory | None = None
+    patience: int | None = None
 
 
 class LayerwisePretraining:
@@ -104,6 +106,8 @@ class LayerwisePretraining:
         for name, stage in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune)):
             check_positive_int(f"{name}.epochs", stage.epochs)
             check_positive_int(f"{name}.batch_size", stage.batch_size)
+            if stage.patience is not None:
+                check_positive_int(f"{name}.patience", stage.patience)
         self.activation, self.hidden_dims = activation, hidden_dims
         self.data_args = {"dataset": dataset, "val_size": val_size, "train_subset": train_subset, "seed": seed}
         self.seed, self.output_dir = seed, Path(output_dir)
@@ -114,7 +118,13 @@ class LayerwisePretraining:
             "hidden_dims": hidden_dims,
             **self.data_args,
             **{
-                name: {"epochs": s.epochs, "batch_size": s.batch_size, "optimizer": repr(s.optimizer)}
+                name: {
+                    "epochs": s.epochs,
+                    "batch_size": s.batch_size,
+                    "optimizer": repr(s.optimizer),
+                    "scheduler": repr(s.scheduler),
+                    "patience": s.patience,
+                }
                 for name, s in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune))
             },
         }
@@ -146,9 +156,12 @@ class LayerwisePretraining:
             return None
         return results if results.get("status") == "tested" else None
 
-    def _trainer(self, name: str, epochs: int, results: ResultsJSON) -> pl.Trainer:
+    def _trainer(self, name: str, stage: Stage, results: ResultsJSON) -> pl.Trainer:
+        stopping = (
+            [] if stage.patience is None else [EarlyStopping("val/loss", min_delta=1e-4, patience=stage.patience)]
+        )
         return pl.Trainer(
-            max_epochs=epochs,
+            max_epochs=stage.epochs,
             accelerator=self.accelerator,
             devices=self.devices,
             logger=TensorBoardLogger(self.output_dir, name=name, version=""),
@@ -159,6 +172,7 @@ class LayerwisePretraining:
                 results,
                 DivergenceGuard(),
                 TQDMProgressBar(refresh_rate=50),
+                *stopping,
             ],
             enable_model_summary=False,
         )
@@ -184,7 +198,7 @@ class LayerwisePretraining:
             return finished
         results = ResultsJSON()
         results.config = {"pipeline": self.config, "stage": name}
-        trainer = self._trainer(name, stage.epochs, results)
+        trainer = self._trainer(name, stage, results)
         last = stage_dir / "checkpoints" / "last.ckpt"
         if last.exists():
             log.info("Stage %s was interrupted; resuming from %s", name, last)
@@ -220,6 +234,7 @@ class LayerwisePretraining:
                 loss=loss,
                 output_activation=output_activation,
                 optimizer=self.layers.optimizer,
+                scheduler=self.layers.scheduler,
                 input_shape=(splits["train"][0].shape[1],),
             )
             data = TensorDataModule(splits, self.datamodule.class_names, self.layers.batch_size, seed=self.seed)
@@ -234,7 +249,11 @@ class LayerwisePretraining:
     def classifier_stage(self, name: str, encoders: list[nn.Linear], stage: Stage, freeze: bool) -> dict:
         pl.seed_everything(self.seed, verbose=False)  # the same fresh softmax layer for both stages
         classifier = Classifier(
-            hidden_dims=self.hidden_dims, activation=self.activation, freeze_hidden=freeze, optimizer=stage.optimizer
+            hidden_dims=self.hidden_dims,
+            activation=self.activation,
+            freeze_hidden=freeze,
+            optimizer=stage.optimizer,
+            scheduler=stage.scheduler,
         )
         classifier.load_hidden_layers(encoders)
         data = MNISTDataModule(**self.data_args, batch_size=stage.batch_size)

@@ -159,3 +159,19 @@ def test_every_pipeline_config_parses(config, capsys, tmp_path):
     (tmp_path / "pipeline.json").write_text('{"config": {"activation": "none"}}')
     assert main(["pretrain", "--config", str(REPO / "configs" / config), "--output_dir", str(tmp_path)]) == 2
     assert "holds stages of another pipeline config (activation: 'none' there" in capsys.readouterr().err
+
+
+def test_the_homework_optimizer_is_one_config_file_away(capsys):
+    """configs/fragments/homework_sgd.yaml after an experiment's config restores the homework's protocol."""
+    from conftest import REPO
+
+    from lightning_ae.cli import lightning_cli
+
+    fragment = REPO / "configs" / "fragments" / "homework_sgd.yaml"
+    cli = lightning_cli(["--config", str(REPO / "configs" / "basic_ae.yaml"), "--config", str(fragment)], run=False)
+    optimizer = cli.model.optimizer_factory(cli.model.parameters())
+    assert type(optimizer) is torch.optim.SGD and optimizer.defaults["lr"] == 1.0
+    assert cli.model.scheduler_factory is None and cli.datamodule.batch_size == 32 and cli.trainer.max_epochs == 50
+    assert cli.model.hparams.code_dim == 32 and cli.model.hparams.activation == "sigmoid"  # the network stays
+    recipe = lightning_cli(["--config", str(REPO / "configs" / "basic_ae.yaml")], run=False)
+    assert type(recipe.model.optimizer_factory(recipe.model.parameters())) is torch.optim.Adam

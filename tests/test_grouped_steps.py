@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lightning_ae.data import MNISTDataModule
 from lightning_ae.data.loader import EpochBatchSampler
@@ -82,3 +85,58 @@ def test_groups_hold_consecutive_batches_and_cover_the_epoch():
     labels = torch.cat([batch[2] for group in groups for batch in group])
     expected = torch.cat([datamodule.split("train").batch(i)[2] for i in loader.sampler])
     assert torch.equal(labels, expected)
+
+
+def test_a_plateau_scheduler_watches_val_loss_once_per_epoch():
+    """ReduceLROnPlateau gets val/loss at each epoch's end: with a threshold no epoch can meet, every epoch after
+    the first counts as a stall and (patience 0) halves the learning rate."""
+    datamodule = MNISTDataModule(train_subset=500, batch_size=50)
+    model = Autoencoder(
+        code_dim=8,
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        scheduler=partial(ReduceLROnPlateau, factor=0.5, patience=0, threshold=0.9),
+    )
+    trainer = pl.Trainer(
+        max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)
+
+
+class StepScheduled(Autoencoder):
+    """A model whose scheduler steps after every update (Lightning's interval 'step')."""
+
+    def configure_optimizers(self):
+        config = super().configure_optimizers()
+        config["lr_scheduler"]["interval"] = "step"
+        return config
+
+
+def test_a_step_interval_scheduler_steps_after_every_update_inside_groups():
+    datamodule = MNISTDataModule(train_subset=1000, batch_size=32, group_batches=7)
+    datamodule.setup()
+    schedule = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.5, total_steps=2 * 32)
+    torch.manual_seed(0)
+    reference = Autoencoder(code_dim=32, optimizer=partial(torch.optim.SGD, lr=0.5))
+    torch.manual_seed(0)
+    model = StepScheduled(code_dim=32, optimizer=partial(torch.optim.SGD, lr=0.5), scheduler=schedule)
+    reference.init_from_data(*datamodule.training_means())
+    optimizer = reference.optimizer_factory(reference.parameters())
+    scheduler = schedule(optimizer)
+    split = datamodule.split("train")
+    for epoch in range(2):
+        sampler = EpochBatchSampler(len(split), 32, True, datamodule.seed)
+        sampler.set_epoch(epoch)
+        for index in sampler:
+            inputs, target, labels = split.batch(index)
+            loss = autoencoder_loss(reference, inputs, target, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0
+    )
+    trainer.fit(model, datamodule=datamodule)
+    for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)

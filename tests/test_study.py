@@ -246,3 +246,27 @@ def test_a_sentence_states_the_spread_of_several_seeds():
 
     assert spread([0.1, 0.2, 0.3]) == "0.2000 ± 0.1000 (n=3)"
     assert spread([0.25, None]) == "0.2500" and spread([None]) == "not measured"
+
+
+def test_an_experiment_can_give_its_headline_grid_points_more_seeds(tmp_path):
+    from conftest import REPO
+
+    study_file = tmp_path / "seeds.yaml"
+    study_file.write_text(
+        f"name: seeds\n"
+        f"experiments:\n"
+        f"  basic_ae:\n"
+        f"    config: {REPO / 'configs' / 'basic_ae.yaml'}\n"
+        f"    grid: {{model.init_args.code_dim: [2, 32], model.init_args.activation: [sigmoid, relu]}}\n"
+        f"    seeds: {{count: 3, where: {{model.init_args.code_dim: [32]}}}}\n"
+    )
+    runs = load_study(study_file).runs
+    counts = {}
+    for run in runs:
+        point = (run.labels["model.init_args.code_dim"], run.labels["model.init_args.activation"])
+        counts.setdefault(point, []).append(run.seed)
+    assert counts == {(2, "sigmoid"): [0], (2, "relu"): [0], (32, "sigmoid"): [0, 1, 2], (32, "relu"): [0, 1, 2]}
+    assert len(load_study(study_file, seeds=4).runs) == 4 * 4  # never fewer than the study's own seeds
+    study_file.write_text(study_file.read_text().replace("code_dim: [32]", "hidden_dims: [[]]"))
+    with pytest.raises(ValueError, match=r"seeds.where names \['model.init_args.hidden_dims'\], which are not grid"):
+        load_study(study_file)

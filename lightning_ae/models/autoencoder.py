@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from lightning_ae.models.base import AutoencoderBase, OptimizerFactory, sgd_lr1
+from lightning_ae.models.base import AutoencoderBase, OptimizerFactory, SchedulerFactory, sgd_lr1
 from lightning_ae.models.layers import activation as make_activation
 from lightning_ae.models.layers import check_code_dim
 
@@ -44,7 +42,7 @@ class Autoencoder(AutoencoderBase):
         decoder_activation: str | None = None,
         loss: str = "bce",
         optimizer: OptimizerFactory = sgd_lr1,
-        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+        scheduler: SchedulerFactory | None = None,
         input_shape: tuple[int, ...] = (784,),
         output_activation: str = "sigmoid",
         center_inputs: bool = True,

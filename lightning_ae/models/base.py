@@ -25,6 +25,7 @@ from lightning_ae.models.layers import check_loss, check_output
 from lightning_ae.models.steps import GroupedSteps
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 def sgd_lr1(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -42,7 +43,7 @@ class AutoencoderBase(GroupedSteps):
         code_dim: int,
         loss: str,
         optimizer: OptimizerFactory,
-        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None,
+        scheduler: SchedulerFactory | None,
         output_activation: str = "sigmoid",
         center_inputs: bool = True,
         init_output_bias: bool = True,
@@ -184,9 +185,3 @@ class AutoencoderBase(GroupedSteps):
         rows = self.describe_rows()
         width = max(len(name) for name, _, _ in rows)
         return "\n".join(f"{name:{width}s}  {str(shape):14s} {note}".rstrip() for name, shape, note in rows)
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

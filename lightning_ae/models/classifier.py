@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_ae.models.base import OptimizerFactory
+from lightning_ae.models.base import OptimizerFactory, SchedulerFactory
 from lightning_ae.models.layers import activation as make_activation
 from lightning_ae.models.layers import check_code_dim
 from lightning_ae.models.steps import GroupedSteps
@@ -45,7 +45,7 @@ class Classifier(GroupedSteps):
         num_classes: int = 10,
         freeze_hidden: bool = False,
         optimizer: OptimizerFactory = sgd_momentum,
-        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+        scheduler: SchedulerFactory | None = None,
         input_shape: tuple[int, ...] = (784,),
     ) -> None:
         super().__init__()
@@ -125,9 +125,3 @@ class Classifier(GroupedSteps):
         inputs, _, labels = batch
         logits = self(inputs)
         return {"probabilities": logits.softmax(dim=1), "prediction": logits.argmax(dim=1), "label": labels}
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

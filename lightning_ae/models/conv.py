@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from lightning_ae.models.base import AutoencoderBase, OptimizerFactory
+from lightning_ae.models.base import AutoencoderBase, OptimizerFactory, SchedulerFactory
 from lightning_ae.models.layers import check_code_dim
 
 
@@ -34,7 +32,7 @@ class ConvAutoencoder(AutoencoderBase):
         code_dim: int | None = None,
         loss: str = "bce",
         optimizer: OptimizerFactory = adam,
-        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+        scheduler: SchedulerFactory | None = None,
         input_shape: tuple[int, ...] = (1, 28, 28),
         center_inputs: bool = True,
         init_output_bias: bool = True,

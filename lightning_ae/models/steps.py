@@ -66,6 +66,17 @@ class GroupedSteps(pl.LightningModule):
         self.log("train/loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=count, sync_dist=True)
         return mean
 
+    def configure_optimizers(self):
+        """The optimizer over the trainable parameters, and the scheduler when one is configured.
+
+        Subclasses set `optimizer_factory` and `scheduler_factory` (from their `optimizer` and `scheduler`
+        arguments). A ReduceLROnPlateau watches `val/loss` (Lightning ignores a `monitor` under manual optimization).
+        """
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}
+
     def _plain_float32_single_device(self) -> bool:
         trainer = self.trainer
         return isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.precision in ("32-true", "32")
@@ -75,8 +86,7 @@ class GroupedSteps(pl.LightningModule):
             if config.interval != "epoch":
                 continue
             if isinstance(config.scheduler, ReduceLROnPlateau):
-                monitor = config.monitor or "val/loss"
-                if monitor in self.trainer.callback_metrics:
-                    config.scheduler.step(self.trainer.callback_metrics[monitor])
+                if "val/loss" in self.trainer.callback_metrics:
+                    config.scheduler.step(self.trainer.callback_metrics["val/loss"])
             else:
                 config.scheduler.step()

@@ -16,9 +16,13 @@ A study file (OmegaConf YAML):
           model.init_args.code_dim: [2, 4, 8]
           model.init_args.activation: [sigmoid, relu]
         overrides: {trainer.max_epochs: 5}   # fixed, after every_run
+        seeds: {count: 3, where: {model.init_args.code_dim: [32]}}   # more seeds for headline rows
       pretrain_sigmoid:
         pipeline: configs/pretrain_sigmoid.yaml   # a `lightning-ae pretrain` pipeline
         overrides: {train_subset: 5000}
+
+An experiment's `seeds` is a count for all its grid points, or `{count, where}` for the grid
+points whose values are among `where`'s (the others keep the study's seeds); never fewer than the study's.
 
 Each run's config is resolved here (the base YAML with the overrides applied) and its id
 is a hash of that resolved config and the seed: the same config always gets the same
@@ -38,7 +42,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 KINDS = ("fit", "pretrain")
 STUDY_KEYS = {"name", "description", "every_run", "callbacks", "experiments", "seeds"}
-EXPERIMENT_KEYS = {"config", "pipeline", "grid", "overrides", "description"}
+EXPERIMENT_KEYS = {"config", "pipeline", "grid", "overrides", "description", "seeds"}
 
 
 class StudyError(ValueError):
@@ -150,9 +154,10 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
         grid = spec.get("grid") or {}
         if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
             raise StudyError(f"{where}: 'grid' must map each dotted key to a non-empty list of values.")
+        seeds_for = _seeds_rule(spec.get("seeds"), seeds, grid, where)
         for values in itertools.product(*grid.values()):
             labels = dict(zip(grid.keys(), values, strict=True))
-            for seed in range(seeds):
+            for seed in range(seeds_for(labels)):
                 config = _load_yaml(base, where)
                 overrides = {**(every_run if kind == "fit" else {}), **(spec.get("overrides") or {}), **labels}
                 for key, value in overrides.items():
@@ -168,6 +173,25 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
     if len(set(ids)) != len(ids):
         raise StudyError(f"study file {path}: two runs resolve to the same config; remove the duplicate grid values.")
     return Study(name, raw.get("description", ""), runs, path)
+
+
+def _seeds_rule(rule: Any, default: int, grid: dict[str, list], where: str):
+    """How many seeds a grid point gets: the experiment's `seeds` (a count, or {count, where}), else the study's."""
+    if rule is None:
+        return lambda labels: default
+    if isinstance(rule, int) and not isinstance(rule, bool) and rule > 0:
+        return lambda labels: max(rule, default)
+    valid = "a positive integer, or {count: N, where: {grid key: [values]}}"
+    if not isinstance(rule, dict) or set(rule) != {"count", "where"}:
+        raise StudyError(f"{where}: seeds={rule!r} is not valid; valid: {valid}.")
+    count, selected = rule["count"], rule["where"]
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        raise StudyError(f"{where}: seeds.count={count!r} is not valid; valid: a positive integer.")
+    if not isinstance(selected, dict) or not selected or any(not isinstance(v, list) for v in selected.values()):
+        raise StudyError(f"{where}: seeds.where must map grid keys to lists of values; got {selected!r}.")
+    if unknown := set(selected) - set(grid):
+        raise StudyError(f"{where}: seeds.where names {sorted(unknown)}, which are not grid keys: {sorted(grid)}.")
+    return lambda labels: max(count, default) if all(labels[k] in v for k, v in selected.items()) else default
 
 
 def _find(config: str, root: Path) -> Path:
