@@ -8,7 +8,9 @@ from conftest import REPO
 
 from lightning_ae.cli import main
 
+# The homework's SGD (batch 32: 20 steps per epoch on 640 images): Adam's steps are bounded by its lr, SGD's are not.
 DIVERGING = [
+    "--config", str(REPO / "configs" / "fragments" / "homework_sgd.yaml"),
     "--model.init_args.activation", "linear",
     "--model.init_args.output_activation", "linear",
     "--model.init_args.loss", "mse",
@@ -44,6 +46,9 @@ every_run:
   trainer.max_epochs: 2
   data.train_subset: 640
   data.group_batches: 1
+  data.batch_size: 32
+  model.init_args.optimizer: {{class_path: torch.optim.SGD, init_args: {{lr: 1.0}}}}
+  model.init_args.scheduler: null
   model.init_args.activation: linear
   model.init_args.output_activation: linear
   model.init_args.loss: mse

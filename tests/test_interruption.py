@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 # 2,048 images at batch 32 in groups of 4 batches: 16 Lightning steps and 64 optimizer steps per epoch.
 STEPS_PER_EPOCH = 64
 ARGS = ["--data.train_subset", "2048", "--data.group_batches", "4", "--trainer.max_epochs", "4"]
-ARGS += ["--trainer.enable_progress_bar", "false", "--model.init_args.code_dim", "8"]
+ARGS += ["--trainer.enable_progress_bar", "false", "--model.init_args.code_dim", "8", "--data.batch_size", "32"]
 
 
 def write_config(folder: Path, source: str, signal_step: int | None = None, signal_name: str = "SIGTERM") -> Path:

@@ -270,3 +270,21 @@ def test_an_experiment_can_give_its_headline_grid_points_more_seeds(tmp_path):
     study_file.write_text(study_file.read_text().replace("code_dim: [32]", "hidden_dims: [[]]"))
     with pytest.raises(ValueError, match=r"seeds.where names \['model.init_args.hidden_dims'\], which are not grid"):
         load_study(study_file)
+
+
+def test_an_override_inside_a_value_another_override_set_stays_with_its_own_run(tmp_path):
+    """every_run sets a whole optimizer; a grid value edits inside it: each run keeps its own copy."""
+    from conftest import REPO
+
+    study_file = tmp_path / "nested.yaml"
+    study_file.write_text(
+        f"name: nested\n"
+        f"every_run:\n"
+        f"  model.init_args.optimizer: {{class_path: torch.optim.SGD, init_args: {{lr: 1.0}}}}\n"
+        f"experiments:\n"
+        f"  basic_ae:\n"
+        f"    config: {REPO / 'configs' / 'basic_ae.yaml'}\n"
+        f"    grid: {{model.init_args.optimizer.init_args.lr: [0.01, 100]}}\n"
+    )
+    runs = load_study(study_file).runs
+    assert [r.config["model"]["init_args"]["optimizer"]["init_args"]["lr"] for r in runs] == [0.01, 100]

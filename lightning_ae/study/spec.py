@@ -31,6 +31,7 @@ id, a changed one a new id, so results of different configs never mix.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -93,7 +94,8 @@ def _set(config: dict[str, Any], dotted: str, value: Any, where: str) -> None:
         node = node[key]
     if not isinstance(node, dict):
         raise StudyError(f"{where}: override {dotted!r}: {'.'.join(parents)!r} is not a mapping.")
-    node[last] = value
+    # A copy: the same study-file value lands in every run's config, and a later override may edit inside it.
+    node[last] = copy.deepcopy(value)
 
 
 def _apply_callbacks(config: dict[str, Any], callbacks: dict[str, dict[str, Any]], where: str) -> None:
