@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from lightning_ae.callbacks import ResultsJSON
 from lightning_ae.callbacks.results import trivial_predictor
 from lightning_ae.data import MNISTDataModule
 from lightning_ae.evaluation import (
+    class_mean_predictor_metrics,
     class_prior,
     class_prior_metrics,
     convergence,
@@ -194,6 +195,63 @@ def test_early_stopping_counts_as_converged(tmp_path):
     convergence_ = results["convergence"]
     assert convergence_["converged"] is True and convergence_["early_stopped"] is True
     assert convergence_["stopped_epoch"] == 1 and "early stopping" in convergence_["reason"]
+
+
+def test_testing_the_best_checkpoint_keeps_the_fits_verdict(tmp_path):
+    """The CLI tests the best checkpoint, which restores callback states as they were at its epoch: the
+    history and EarlyStopping's stop must still be the whole fit's. lr 0: val/loss never moves, so the best
+    checkpoint is epoch 0's, and EarlyStopping (patience 2) ends the run after epoch 2."""
+    pl.seed_everything(0)
+    datamodule = MNISTDataModule(train_subset=500, batch_size=50)
+    callbacks = [
+        ResultsJSON(),
+        EarlyStopping(monitor="val/loss", patience=2, min_delta=10.0),
+        ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/loss", save_last=True),
+    ]
+    trainer = pl.Trainer(
+        max_epochs=10,
+        default_root_dir=tmp_path,
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    model = Autoencoder(code_dim=8, optimizer=adam(0.0))
+    trainer.fit(model, datamodule=datamodule)
+    assert "epoch=0" in trainer.checkpoint_callback.best_model_path
+    trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "tested" and results["epochs"] == 3 and len(results["val_loss_history"]) == 3
+    assert results["convergence"]["early_stopped"] is True and results["convergence"]["stopped_epoch"] == 2
+
+
+def test_class_mean_predictor_equals_numpy():
+    generator = torch.Generator().manual_seed(0)
+    train, test = torch.rand(300, 12, generator=generator), torch.rand(200, 12, generator=generator)
+    train_labels, test_labels = torch.arange(300) % 3, torch.arange(200) % 3
+    figures = class_mean_predictor_metrics(
+        zip(train.split(64), train_labels.split(64), strict=True),
+        zip(test.split(50), test_labels.split(50), strict=True),
+        num_classes=3,
+    )
+    x, xt, y, yt = train.double().numpy(), test.double().numpy(), train_labels.numpy(), test_labels.numpy()
+    means = np.stack([x[y == c].mean(0) for c in range(3)])[yt]
+    clipped = np.clip(means, 1e-3, 1 - 1e-3)
+    bce = -(xt * np.log(clipped) + (1 - xt) * np.log(1 - clipped))
+    assert figures["mse_per_pixel"] == pytest.approx(((xt - means) ** 2).mean(), rel=1e-9)
+    assert figures["bce_per_image"] == pytest.approx(bce.sum(1).mean(), rel=1e-9)
+
+
+def test_a_similarity_model_is_judged_against_the_class_mean_it_cannot_beat():
+    """Pairs: the floor is the class's mean image; learned means at least `margin` of the way down to it."""
+    half_way = learned(0.24, 0.26, "mean training image", "test/bce_per_pixel", 0.1, floor=0.22, floor_name="class")
+    assert half_way["learned"] is True and "of the way down" in half_way["reason"]  # 0.24 <= 0.26 - 0.1 * 0.04
+    assert learned(0.24, 0.26, "mean training image", "test/bce_per_pixel", 0.1)["learned"] is False  # no floor
+    assert learned(0.259, 0.26, "m", "test/bce_per_pixel", 0.1, floor=0.22)["learned"] is False
+    trainer = SimpleNamespace(datamodule=MNISTDataModule(train_subset=600, pairs=True, pair_objects=300))
+    trainer.datamodule.setup()
+    figures = trivial_predictor(trainer, Autoencoder(code_dim=2))
+    assert figures["class_mean"]["test/bce_per_pixel"] < figures["test/bce_per_pixel"]
 
 
 def test_a_classifier_is_set_against_the_class_prior(tmp_path):

@@ -29,6 +29,7 @@ from lightning_ae.evaluation.verdicts import (
     check_margin,
     check_tolerance,
     check_window,
+    class_mean_predictor_metrics,
     class_prior,
     class_prior_metrics,
     convergence,
@@ -92,6 +93,13 @@ def _targets(split: SplitData, batch_size: int) -> Iterator[Tensor]:
         yield clean.batch(index)[1]
 
 
+def _labels(split: SplitData, batch_size: int) -> Iterator[Tensor]:
+    """The split's item labels in the chunks of `_targets` (the object's class in pairs mode)."""
+    labels = split.item_labels
+    for index in torch.arange(len(split)).split(batch_size):
+        yield labels[index.to(labels.device)]
+
+
 def trivial_predictor(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
     """The test figures of the trivial predictor for this model and data, or None when they cannot be had.
 
@@ -106,7 +114,13 @@ def trivial_predictor(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dic
     if isinstance(pl_module, AutoencoderBase):
         mean = mean_target(_targets(train, batch_size))
         figures = mean_predictor_metrics(mean, _targets(test, batch_size))
-        return {"predictor": "mean training image", **{f"test/{k}": v for k, v in figures.items()}}
+        trivial = {"predictor": "mean training image", **{f"test/{k}": v for k, v in figures.items()}}
+        if train.partners is not None:  # similarity pairs: the class's mean image is the best any model can do
+            labelled = zip(_targets(train, batch_size), _labels(train, batch_size), strict=True)
+            tested = zip(_targets(test, batch_size), _labels(test, batch_size), strict=True)
+            floor = class_mean_predictor_metrics(labelled, tested, int(train.labels.max().item()) + 1)
+            trivial["class_mean"] = {f"test/{k}": v for k, v in floor.items()}
+        return trivial
     if hasattr(pl_module, "hparams") and "num_classes" in pl_module.hparams:
         prior = class_prior(train.item_labels, int(pl_module.hparams["num_classes"]))
         figures = class_prior_metrics(prior, test.item_labels)
@@ -162,6 +176,9 @@ class ResultsJSON(pl.Callback):
             check_margin(margin),
         )
         self.val_loss_history: list[float | None] = []
+        # Judged when fit ends: testing the best checkpoint restores the callbacks' states (this history,
+        # EarlyStopping's stopped_epoch) as they were at that epoch, which must not change the verdict.
+        self.fit_convergence: dict[str, Any] | None = None
         self.trivial: dict[str, Any] | None = None
         self.config: dict[str, Any] | None = None
         self.started: float | None = None
@@ -183,7 +200,8 @@ class ResultsJSON(pl.Callback):
         return {"val_loss_history": list(self.val_loss_history)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.val_loss_history = list(state_dict.get("val_loss_history", []))
+        if self.fit_convergence is None:  # resuming, or testing a checkpoint alone; not the test after our fit
+            self.val_loss_history = list(state_dict.get("val_loss_history", []))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timings["fit_seconds"] = time.perf_counter() - self.phase_started
@@ -192,7 +210,21 @@ class ResultsJSON(pl.Callback):
             key: _number(value) for key, value in trainer.callback_metrics.items() if key.startswith(("train/", "val/"))
         }
         guard = diverged(trainer)
+        if guard is None:
+            self.fit_convergence = self.judge_convergence(trainer)
         self.write(trainer, pl_module, status="diverged" if guard else "fitted", test_metrics={})
+
+    def judge_convergence(self, trainer: pl.Trainer) -> dict[str, Any]:
+        stopper = early_stopping(trainer)
+        stopped = stopper is not None and stopper.stopped_epoch > 0
+        return convergence(
+            self.val_loss_history,
+            self.tolerance,
+            self.window,
+            early_stopped=stopped,
+            stopped_epoch=stopper.stopped_epoch if stopped else None,
+            monitor=getattr(stopper, "monitor", "val/loss"),
+        )
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.phase_started = time.perf_counter()
@@ -237,7 +269,6 @@ class ResultsJSON(pl.Callback):
         checkpoint = trainer.checkpoint_callback
         best_score = getattr(checkpoint, "best_model_score", None)
         guard = diverged(trainer)
-        stopper = early_stopping(trainer)
         if guard is not None:
             # Nothing beyond "no" can be said of a diverged run: it has no metric values.
             because = guard.message.split(":")[0]  # "training diverged at epoch E, step S"
@@ -252,14 +283,7 @@ class ResultsJSON(pl.Callback):
             }
             verdict = {"learned": False, "reason": f"{because}: no test metrics", "loss": None, "trivial_loss": None}
         else:
-            converged = convergence(
-                self.val_loss_history,
-                self.tolerance,
-                self.window,
-                early_stopped=stopper is not None and stopper.stopped_epoch > 0,
-                stopped_epoch=stopper.stopped_epoch if stopper is not None and stopper.stopped_epoch > 0 else None,
-                monitor=getattr(stopper, "monitor", "val/loss"),
-            )
+            converged = self.fit_convergence or self.judge_convergence(trainer)
             verdict = None  # not tested yet
             if status == "tested":
                 metric = learned_metric(pl_module)
@@ -270,6 +294,8 @@ class ResultsJSON(pl.Callback):
                     trivial.get("predictor", "trivial predictor"),
                     metric,
                     self.margin,
+                    floor=(trivial.get("class_mean") or {}).get(metric),
+                    floor_name="mean image of the object's class" if "class_mean" in trivial else None,
                 )
         results = {
             "status": status,

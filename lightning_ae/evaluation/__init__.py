@@ -4,6 +4,7 @@ converged/learned verdicts); the callbacks call them."""
 from lightning_ae.evaluation.knn import knn_predict, nearest_neighbours
 from lightning_ae.evaluation.pca import fit_pca, reconstruction_metrics
 from lightning_ae.evaluation.verdicts import (
+    class_mean_predictor_metrics,
     class_prior,
     class_prior_metrics,
     convergence,
@@ -13,6 +14,7 @@ from lightning_ae.evaluation.verdicts import (
 )
 
 __all__ = [
+    "class_mean_predictor_metrics",
     "class_prior",
     "class_prior_metrics",
     "convergence",

@@ -75,6 +75,39 @@ def mean_target(chunks: Iterable[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
+def class_mean_predictor_metrics(
+    train_chunks: Iterable[tuple[Tensor, Tensor]], test_chunks: Iterable[tuple[Tensor, Tensor]], num_classes: int
+) -> dict[str, float | None]:
+    """Test errors of predicting, for every item, the mean training target of its class: (targets, labels) chunks.
+
+    The least loss a similarity-pairs model can reach: its target is a random image of the object's class.
+    """
+    sums: Tensor | None = None
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for targets, labels in train_chunks:
+        flat = targets.reshape(len(targets), -1).double()
+        if sums is None:
+            sums = torch.zeros(num_classes, flat.shape[1], dtype=torch.float64, device=flat.device)
+        sums.index_add_(0, labels.to(flat.device), flat)
+        counts += torch.bincount(labels.cpu(), minlength=num_classes).double()
+    if sums is None:
+        raise ValueError("no training targets given: the class means are undefined.")
+    means = sums / counts.clamp(min=1).to(sums.device).unsqueeze(1)
+    totals: dict[str, float] = {}
+    count = 0
+    tests = [(t, y) for t, y in test_chunks]
+    for c in range(num_classes):
+        chunks = [t[y == c] for t, y in tests if bool((y == c).any())]
+        if not chunks:
+            continue
+        n = sum(len(chunk) for chunk in chunks)
+        for key, value in mean_predictor_metrics(means[c], chunks).items():
+            totals[key] = None if value is None or totals.get(key, 0.0) is None else totals.get(key, 0.0) + value * n
+        count += n
+    return {key: None if value is None else value / count for key, value in totals.items()}
+
+
+@torch.no_grad()
 def mean_predictor_metrics(mean: Tensor, chunks: Iterable[Tensor], eps: float = BCE_EPS) -> dict[str, float | None]:
     """Test errors of predicting `mean` for every target, over `chunks` of targets (memory stays one chunk).
 
@@ -195,9 +228,17 @@ def convergence(
 
 
 def learned(
-    loss: float | None, trivial_loss: float | None, trivial: str, metric: str, margin: float = MARGIN
+    loss: float | None,
+    trivial_loss: float | None,
+    trivial: str,
+    metric: str,
+    margin: float = MARGIN,
+    floor: float | None = None,
+    floor_name: str | None = None,
 ) -> dict[str, Any]:
-    """Whether the model learned: its test `loss` at least `margin` (relative) below the trivial predictor's."""
+    """Whether the model learned: its test `loss` at least `margin` of the way from the trivial predictor's
+    down to `floor`, the least loss the task allows (0 unless given: for similarity pairs, whose target is a
+    random image of the object's class, no model can beat predicting that class's mean image)."""
     margin = check_margin(margin)
     verdict: dict[str, Any] = {
         "learned": False,
@@ -207,14 +248,23 @@ def learned(
         "trivial": trivial,
         "metric": metric,
         "margin": margin,
+        "floor": floor,
+        "floor_name": floor_name,
     }
     if loss is None or trivial_loss is None or not math.isfinite(loss) or not math.isfinite(trivial_loss):
         verdict["reason"] = f"{metric} of the model or of the {trivial} is not measured"
         return verdict
-    threshold = (1 - margin) * trivial_loss
+    lowest = 0.0 if floor is None or not math.isfinite(floor) else min(floor, trivial_loss)
+    threshold = trivial_loss - margin * (trivial_loss - lowest)
     verdict["learned"] = loss <= threshold
     relation = "at least" if verdict["learned"] else "less than"
-    verdict["reason"] = (
-        f"{metric} {loss:.4f} against {trivial_loss:.4f} for the {trivial}: {relation} {100 * margin:g}% below it"
-    )
+    if floor is None:
+        verdict["reason"] = (
+            f"{metric} {loss:.4f} against {trivial_loss:.4f} for the {trivial}: {relation} {100 * margin:g}% below it"
+        )
+    else:
+        verdict["reason"] = (
+            f"{metric} {loss:.4f} against {trivial_loss:.4f} for the {trivial} and {lowest:.4f} for the "
+            f"{floor_name or 'floor'}: {relation} {100 * margin:g}% of the way down"
+        )
     return verdict
