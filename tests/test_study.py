@@ -34,8 +34,13 @@ def test_smoke_study_runs_every_run_and_reports_every_section(smoke, tmp_path):
     for run in study.runs:
         results = read_results(folder / "runs" / run.run_id)
         assert results is not None and results["status"] == "tested"
+    (tmp_path / "report" / "figures").mkdir(parents=True)
+    stale = tmp_path / "report" / "figures" / "099-tsne.png"  # a figure of an earlier report
+    stale.write_bytes(b"old")
     markdown, page = write_report(study, folder, tmp_path / "report")
     text = markdown.read_text()
+    shown = sorted(figure.split(")")[0] for figure in text.split("](figures/")[1:])
+    assert sorted(p.name for p in (tmp_path / "report" / "figures").iterdir()) == shown and not stale.exists()
     for section in SECTIONS:
         assert f"## {section}" in text, section
     for figure in text.split("](figures/")[1:]:

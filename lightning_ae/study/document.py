@@ -48,9 +48,13 @@ class Document:
         self.blocks.extend(blocks)
 
     def write(self, folder: Path) -> tuple[Path, Path]:
-        """report.md with its figures under figures/, and report.html; both written atomically."""
+        """report.md with its figures under figures/, and report.html; both written atomically.
+
+        Figures of an earlier report that this one does not show are removed, so figures/ holds exactly its own.
+        """
         figures = folder / "figures"
         figures.mkdir(parents=True, exist_ok=True)
+        shown: set[str] = set()
         markdown, page = [f"# {self.title}", ""], [_HTML_HEAD.format(title=html.escape(self.title))]
         page.append(f"<h1>{html.escape(self.title)}</h1>")
         for number, block in enumerate(self.blocks):
@@ -73,6 +77,7 @@ class Document:
             elif isinstance(block, Figure):
                 name = f"{number:03d}-{block.path.name}"
                 shutil.copyfile(block.path, figures / name)
+                shown.add(name)
                 markdown += [f"![{block.caption}](figures/{name})", "", f"*{block.caption}*", ""]
                 data = base64.b64encode(block.path.read_bytes()).decode()
                 page.append(
@@ -85,6 +90,9 @@ class Document:
             handle.write("\n".join(markdown))
         with atomic_write(html_path, "w") as handle:
             handle.write("\n".join(page))
+        for stale in figures.glob("*.png"):
+            if stale.name not in shown:
+                stale.unlink()
         return md_path, html_path
 
 
