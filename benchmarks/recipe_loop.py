@@ -75,12 +75,14 @@ def main() -> None:
     shift = mean if args.center else torch.zeros(784)
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=args.lr)
     steps = args.epochs * math.ceil(len(train) / args.batch_size)
+    # Built only when chosen: a scheduler sets the optimizer's learning rate as it is constructed.
+    schedulers = torch.optim.lr_scheduler
     schedule = {
-        "none": None,
-        "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=2, threshold=1e-3),
-        "cosine": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs),
-        "one-cycle": torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.1),
-    }[args.schedule]
+        "none": lambda: None,
+        "plateau": lambda: schedulers.ReduceLROnPlateau(optimizer, factor=0.3, patience=2, threshold=1e-3),
+        "cosine": lambda: schedulers.CosineAnnealingLR(optimizer, args.epochs),
+        "one-cycle": lambda: schedulers.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.1),
+    }[args.schedule]()
 
     @torch.no_grad()
     def errors(images: torch.Tensor) -> tuple[float, float]:
