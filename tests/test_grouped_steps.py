@@ -15,12 +15,14 @@ from lightning_ae.data.loader import EpochBatchSampler
 from lightning_ae.models import Autoencoder, Classifier
 
 
-def plain_loop(model: torch.nn.Module, datamodule: MNISTDataModule, epochs: int, loss_fn) -> None:
-    """The reference: one SGD update per batch, batches in the DataModule's seeded order."""
+def plain_loop(model: torch.nn.Module, datamodule: MNISTDataModule, epochs: int, loss_fn, schedule=None) -> None:
+    """The reference: one SGD update per batch, batches in the DataModule's seeded order; `schedule` (a scheduler
+    factory) steps after every update."""
     split = datamodule.split("train")
     if hasattr(model, "init_from_data"):  # the autoencoder's recipe: centred inputs, output bias from the data
         model.init_from_data(*datamodule.training_means())
     optimizer = model.optimizer_factory(model.parameters())
+    scheduler = schedule(optimizer) if schedule is not None else None
     for epoch in range(epochs):
         sampler = EpochBatchSampler(len(split), datamodule.batch_size, True, datamodule.seed)
         sampler.set_epoch(epoch)
@@ -30,6 +32,8 @@ def plain_loop(model: torch.nn.Module, datamodule: MNISTDataModule, epochs: int,
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
 
 
 def autoencoder_loss(model, inputs, target, labels):
@@ -120,20 +124,7 @@ def test_a_step_interval_scheduler_steps_after_every_update_inside_groups():
     reference = Autoencoder(code_dim=32, optimizer=partial(torch.optim.SGD, lr=0.5))
     torch.manual_seed(0)
     model = StepScheduled(code_dim=32, optimizer=partial(torch.optim.SGD, lr=0.5), scheduler=schedule)
-    reference.init_from_data(*datamodule.training_means())
-    optimizer = reference.optimizer_factory(reference.parameters())
-    scheduler = schedule(optimizer)
-    split = datamodule.split("train")
-    for epoch in range(2):
-        sampler = EpochBatchSampler(len(split), 32, True, datamodule.seed)
-        sampler.set_epoch(epoch)
-        for index in sampler:
-            inputs, target, labels = split.batch(index)
-            loss = autoencoder_loss(reference, inputs, target, labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    plain_loop(reference, datamodule, 2, autoencoder_loss, schedule)
     trainer = pl.Trainer(
         max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0
     )

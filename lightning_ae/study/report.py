@@ -247,9 +247,7 @@ def spread(values: list[float | None], digits: int = 4) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "not measured"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)})"
+    return fmt(values, digits) if len(values) == 1 else f"{fmt(values, digits)} (n={len(values)})"
 
 
 def usable(results: list[Result], stage: str | None = None) -> list[Result]:
