@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from lightning_ae.callbacks import DivergenceGuard, ResultsJSON
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_positive_int
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 from lightning_ae.data.tensors import TensorDataModule
 from lightning_ae.files import write_json
 from lightning_ae.models import Autoencoder, Classifier
@@ -74,7 +74,7 @@ class LayerwisePretraining:
         layers: how each layer's autoencoder trains.
         frozen: how the softmax layer trains on the frozen pre-trained layers.
         finetune: how the whole network is fine-tuned.
-        dataset, val_size, train_subset, seed: the data, as in MNISTDataModule.
+        dataset, val_size, train_subset, seed: the data, as in ImageDataModule.
         output_dir: where the stages go.
         accelerator, devices: passed to every stage's Trainer.
     """
@@ -128,7 +128,7 @@ class LayerwisePretraining:
                 for name, s in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune))
             },
         }
-        self.datamodule = MNISTDataModule(**self.data_args)
+        self.datamodule = ImageDataModule(**self.data_args)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class LayerwisePretraining:
             scheduler=stage.scheduler,
         )
         classifier.load_hidden_layers(encoders)
-        data = MNISTDataModule(**self.data_args, batch_size=stage.batch_size)
+        data = ImageDataModule(**self.data_args, batch_size=stage.batch_size)
         return self.run_stage(name, classifier, data, stage)
 
     def run(self) -> dict[str, Any]:

@@ -31,8 +31,8 @@ def mnist():
 @pytest.fixture(scope="session")
 def datamodule():
     """The default DataModule (flat, seed 0), set up once for read-only tests."""
-    from lightning_ae.data import MNISTDataModule
+    from lightning_ae.data import ImageDataModule
 
-    dm = MNISTDataModule()
+    dm = ImageDataModule()
     dm.setup()
     return dm

@@ -29,7 +29,7 @@ from lightning_ae.callbacks import (
     TSNEPlot,
 )
 from lightning_ae.callbacks.embeddings import MAX_SPRITE_ITEMS
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 from lightning_ae.models import Autoencoder
 
 PROJECTOR_ITEMS = 600
@@ -41,7 +41,7 @@ def evaluated_run(tmp_path_factory):
     """Two epochs of a d'=8 AE on 1,000 training images, tested with every callback on."""
     root = tmp_path_factory.mktemp("run")
     pl.seed_everything(0)
-    datamodule = MNISTDataModule(train_subset=1000, batch_size=50)
+    datamodule = ImageDataModule(train_subset=1000, batch_size=50)
     model = Autoencoder(code_dim=8, optimizer=lambda params: torch.optim.Adam(params, lr=3e-3))
     callbacks = [
         KNNEvaluator(every_n_epochs=1),

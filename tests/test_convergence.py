@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from lightning_ae.callbacks import ResultsJSON
 from lightning_ae.callbacks.results import trivial_predictor
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 from lightning_ae.evaluation import (
     class_mean_predictor_metrics,
     class_prior,
@@ -84,7 +84,7 @@ def test_the_trivial_predictor_uses_the_splits_own_targets_clean_images_and_part
     trainer = SimpleNamespace(datamodule=None)
     model = Autoencoder(code_dim=2)
     for kwargs in ({"corruption": "masking", "corruption_args": {"p": 0.5}}, {"pairs": True, "pair_objects": 300}):
-        datamodule = MNISTDataModule(train_subset=600, **kwargs)
+        datamodule = ImageDataModule(train_subset=600, **kwargs)
         datamodule.setup()
         trainer.datamodule = datamodule
         figures = trivial_predictor(trainer, model)
@@ -146,7 +146,7 @@ def test_the_history_survives_a_checkpoint():
 
 def short_run(root: Path, model: pl.LightningModule, epochs: int, extra=(), train_subset: int = 2000) -> dict:
     pl.seed_everything(0)
-    datamodule = MNISTDataModule(train_subset=train_subset, batch_size=50)
+    datamodule = ImageDataModule(train_subset=train_subset, batch_size=50)
     trainer = pl.Trainer(
         max_epochs=epochs,
         default_root_dir=root,
@@ -202,7 +202,7 @@ def test_testing_the_best_checkpoint_keeps_the_fits_verdict(tmp_path):
     history and EarlyStopping's stop must still be the whole fit's. lr 0: val/loss never moves, so the best
     checkpoint is epoch 0's, and EarlyStopping (patience 2) ends the run after epoch 2."""
     pl.seed_everything(0)
-    datamodule = MNISTDataModule(train_subset=500, batch_size=50)
+    datamodule = ImageDataModule(train_subset=500, batch_size=50)
     callbacks = [
         ResultsJSON(),
         EarlyStopping(monitor="val/loss", patience=2, min_delta=10.0),
@@ -248,7 +248,7 @@ def test_a_similarity_model_is_judged_against_the_class_mean_it_cannot_beat():
     assert half_way["learned"] is True and "of the way down" in half_way["reason"]  # 0.24 <= 0.26 - 0.1 * 0.04
     assert learned(0.24, 0.26, "mean training image", "test/bce_per_pixel", 0.1)["learned"] is False  # no floor
     assert learned(0.259, 0.26, "m", "test/bce_per_pixel", 0.1, floor=0.22)["learned"] is False
-    trainer = SimpleNamespace(datamodule=MNISTDataModule(train_subset=600, pairs=True, pair_objects=300))
+    trainer = SimpleNamespace(datamodule=ImageDataModule(train_subset=600, pairs=True, pair_objects=300))
     trainer.datamodule.setup()
     figures = trivial_predictor(trainer, Autoencoder(code_dim=2))
     assert figures["class_mean"]["test/bce_per_pixel"] < figures["test/bce_per_pixel"]
@@ -258,7 +258,7 @@ def test_a_classifier_is_set_against_the_class_prior(tmp_path):
     model = Classifier(hidden_dims=[32], optimizer=adam(3e-3))
     results = short_run(tmp_path, model, epochs=1, train_subset=1000)
     trivial = results["trivial"]
-    datamodule = MNISTDataModule(train_subset=1000)
+    datamodule = ImageDataModule(train_subset=1000)
     datamodule.setup()
     counts = np.bincount(datamodule.split("train").labels.numpy(), minlength=10) / 1000
     test = datamodule.split("test").labels.numpy()

@@ -1,4 +1,4 @@
-"""MNISTDataModule: splits, layouts, batches, noise, pairs, sharding and bad input."""
+"""ImageDataModule: splits, layouts, batches, noise, pairs, sharding and bad input."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import OFFICIAL_TRAIN_COUNTS
 
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 from lightning_ae.data.loader import EpochBatchSampler
 
 
-def make(**kwargs) -> MNISTDataModule:
-    dm = MNISTDataModule(**kwargs)
+def make(**kwargs) -> ImageDataModule:
+    dm = ImageDataModule(**kwargs)
     dm.setup()
     return dm
 
@@ -175,19 +175,19 @@ def test_training_shards_partition_the_epoch_and_evaluation_shards_never_pad(wor
 )
 def test_bad_configuration_is_a_value_error_naming_parameter_value_and_valid_range(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
-        MNISTDataModule(**kwargs)
+        ImageDataModule(**kwargs)
 
 
 def test_using_a_split_before_setup_says_what_to_do():
     with pytest.raises(RuntimeError, match=r"setup\(\) has not run"):
-        MNISTDataModule().split("train")
+        ImageDataModule().split("train")
 
 
 def test_on_an_accelerator_the_splits_move_to_it_once_and_batches_are_gathered_there():
     """No GPU here: the 'meta' device stands in for one (tensors with shapes and no storage)."""
     from types import SimpleNamespace
 
-    dm = MNISTDataModule(train_subset=256, corruption="masking", corruption_args={"p": 0.5}, batch_size=32)
+    dm = ImageDataModule(train_subset=256, corruption="masking", corruption_args={"p": 0.5}, batch_size=32)
     dm.trainer = SimpleNamespace(
         strategy=SimpleNamespace(root_device=torch.device("meta")), global_rank=0, world_size=1
     )
@@ -200,7 +200,7 @@ def test_on_an_accelerator_the_splits_move_to_it_once_and_batches_are_gathered_t
     assert inputs.device.type == target.device.type == labels.device.type == "meta"
     assert inputs.shape == (1000, 784)
 
-    on_cpu = MNISTDataModule(train_subset=256)
+    on_cpu = ImageDataModule(train_subset=256)
     on_cpu.trainer = SimpleNamespace(
         strategy=SimpleNamespace(root_device=torch.device("cpu")), global_rank=0, world_size=1
     )

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_shards.py"
 
@@ -27,7 +27,7 @@ def test_two_process_ddp_ranks_see_disjoint_shards_covering_the_data(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)
 
-    dm = MNISTDataModule(train_subset=2000)
+    dm = ImageDataModule(train_subset=2000)
     dm.setup()
     fingerprint = torch.randn(784, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 

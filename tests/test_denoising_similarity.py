@@ -15,7 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from lightning_ae.callbacks import DenoisingReference, KNNEvaluator, PairsGrid, ReconstructionGrid, ResultsJSON
 from lightning_ae.callbacks.denoising import find_plain_checkpoint
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 from lightning_ae.evaluation.pca import reconstruction_metrics
 from lightning_ae.models import Autoencoder
 
@@ -42,10 +42,10 @@ def fit(model, datamodule, root: Path, name: str, callbacks, epochs: int = 3) ->
 def denoising_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("denoising")
     plain = Autoencoder(code_dim=32, optimizer=adam)
-    fit(plain, MNISTDataModule(train_subset=5000, batch_size=50), root, "plain", [], epochs=5)
+    fit(plain, ImageDataModule(train_subset=5000, batch_size=50), root, "plain", [], epochs=5)
     plain_checkpoint = next((root / "plain").glob("version_0/checkpoints/*.ckpt"))
     # Masking that keeps a quarter of the pixels: the corrupted input is a strong baseline in MSE otherwise.
-    datamodule = MNISTDataModule(train_subset=5000, batch_size=50, corruption="masking", corruption_args={"p": 0.25})
+    datamodule = ImageDataModule(train_subset=5000, batch_size=50, corruption="masking", corruption_args={"p": 0.25})
     model = Autoencoder(code_dim=32, optimizer=adam)
     callbacks = [KNNEvaluator(), DenoisingReference(plain_checkpoint=str(plain_checkpoint)), ReconstructionGrid()]
     trainer = fit(model, datamodule, root, "denoising", callbacks, epochs=5)
@@ -132,7 +132,7 @@ def test_auto_finds_the_newest_plain_run_of_the_same_model_on_clean_data(tmp_pat
 
 
 def test_pairs_mode_trains_and_shows_pairs_and_outputs(tmp_path):
-    datamodule = MNISTDataModule(pairs=True, sim=10, pair_objects=300, train_subset=3000, batch_size=100)
+    datamodule = ImageDataModule(pairs=True, sim=10, pair_objects=300, train_subset=3000, batch_size=100)
     model = Autoencoder(code_dim=16, optimizer=adam)
     datamodule.setup()
     objects = datamodule.split("train").images[:300]

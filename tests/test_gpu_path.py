@@ -46,7 +46,7 @@ from lightning_ae.callbacks import (
     ReconstructionGrid,
     TSNEPlot,
 )
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 from lightning_ae.models import Autoencoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,8 +222,8 @@ def _stub_trainer(datamodule, root: Path, name: str):
     )
 
 
-def _datamodule(on_cuda: bool, **kwargs) -> MNISTDataModule:
-    datamodule = MNISTDataModule(train_subset=300, val_size=300, **kwargs)
+def _datamodule(on_cuda: bool, **kwargs) -> ImageDataModule:
+    datamodule = ImageDataModule(train_subset=300, val_size=300, **kwargs)
     device = CUDA if on_cuda else torch.device("cpu")
     datamodule.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=device), global_rank=0, world_size=1)
     datamodule.setup()  # on "cuda" it moves the splits there, as on a GPU

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 from lightning_ae.data.loader import EpochBatchSampler
 from lightning_ae.models import Autoencoder, Classifier
 
 
-def plain_loop(model: torch.nn.Module, datamodule: MNISTDataModule, epochs: int, loss_fn, schedule=None) -> None:
+def plain_loop(model: torch.nn.Module, datamodule: ImageDataModule, epochs: int, loss_fn, schedule=None) -> None:
     """The reference: one SGD update per batch, batches in the DataModule's seeded order; `schedule` (a scheduler
     factory) steps after every update."""
     split = datamodule.split("train")
@@ -54,7 +54,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_lightning_fit_reaches_the_plain_loops_weights(case, group_batches):
     build, loss_fn, batch_size = CASES[case]
-    datamodule = MNISTDataModule(train_subset=1000, batch_size=batch_size, group_batches=group_batches)
+    datamodule = ImageDataModule(train_subset=1000, batch_size=batch_size, group_batches=group_batches)
     datamodule.setup()
     torch.manual_seed(0)
     reference = build()
@@ -77,7 +77,7 @@ def test_lightning_fit_reaches_the_plain_loops_weights(case, group_batches):
 
 
 def test_groups_hold_consecutive_batches_and_cover_the_epoch():
-    datamodule = MNISTDataModule(train_subset=1000, batch_size=32, group_batches=5)
+    datamodule = ImageDataModule(train_subset=1000, batch_size=32, group_batches=5)
     datamodule.setup()
     trainer = pl.Trainer(logger=False, enable_progress_bar=False)
     trainer.strategy.connect(Autoencoder())
@@ -94,7 +94,7 @@ def test_groups_hold_consecutive_batches_and_cover_the_epoch():
 def test_a_plateau_scheduler_watches_val_loss_once_per_epoch():
     """ReduceLROnPlateau gets val/loss at each epoch's end: with a threshold no epoch can meet, every epoch after
     the first counts as a stall and (patience 0) halves the learning rate."""
-    datamodule = MNISTDataModule(train_subset=500, batch_size=50)
+    datamodule = ImageDataModule(train_subset=500, batch_size=50)
     model = Autoencoder(
         code_dim=8,
         optimizer=partial(torch.optim.SGD, lr=0.1),
@@ -117,7 +117,7 @@ class StepScheduled(Autoencoder):
 
 
 def test_a_step_interval_scheduler_steps_after_every_update_inside_groups():
-    datamodule = MNISTDataModule(train_subset=1000, batch_size=32, group_batches=7)
+    datamodule = ImageDataModule(train_subset=1000, batch_size=32, group_batches=7)
     datamodule.setup()
     schedule = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.5, total_steps=2 * 32)
     torch.manual_seed(0)

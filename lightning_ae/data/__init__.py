@@ -10,7 +10,7 @@ from lightning_ae.data.corruptions import (
     Strokes,
     build_corruption,
 )
-from lightning_ae.data.datamodule import MNISTDataModule
+from lightning_ae.data.datamodule import ImageDataModule, MNISTDataModule
 from lightning_ae.data.datasets import DATASETS, DatasetNotFoundError, DatasetSpec, load_dataset
 from lightning_ae.data.idx import DataFileError
 from lightning_ae.data.pairs import similarity_pairs
@@ -24,6 +24,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSpec",
     "Gaussian",
+    "ImageDataModule",
     "MNISTDataModule",
     "Masking",
     "SaltAndPepper",

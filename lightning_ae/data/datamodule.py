@@ -1,4 +1,4 @@
-"""`MNISTDataModule`: the official splits plus a stratified validation split, in memory.
+"""`ImageDataModule` (alias `MNISTDataModule`): the official splits plus a stratified validation split, in memory.
 
 A batch is `(input, target, label)`: for a plain autoencoder the input is the target;
 with a corruption the input is corrupted and the target clean; in pairs mode the target
@@ -30,7 +30,7 @@ _SPLIT, _PAIRS, _FIXED_NOISE, _MEANS = 11, 12, 13, 14
 _NOISE_CHUNK = 2000  # images corrupted at once when fixing evaluation noise: bounds peak memory
 
 
-class MNISTDataModule(pl.LightningDataModule):
+class ImageDataModule(pl.LightningDataModule):
     """MNIST (or Fashion-MNIST) for autoencoders, held in memory.
 
     Args:
@@ -197,7 +197,7 @@ class MNISTDataModule(pl.LightningDataModule):
         if stage not in STAGES:
             raise ValueError(f"stage={stage!r} is not a split; valid values: {list(STAGES)}.")
         if not self.splits:
-            raise RuntimeError("MNISTDataModule.setup() has not run yet; call it (the Trainer does) first.")
+            raise RuntimeError("ImageDataModule.setup() has not run yet; call it (the Trainer does) first.")
         return self.splits[stage]
 
     def training_means(self) -> tuple[Tensor, Tensor]:
@@ -241,3 +241,7 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.pairs:
             lines.append(f"  pairs: {self.sim} partners per object, objects per split <= {self.pair_objects}")
         return "\n".join(lines)
+
+
+# The module's name before it served every dataset in `DATASETS`; old configs and checkpoints use it.
+MNISTDataModule = ImageDataModule

@@ -1,7 +1,7 @@
 """`TensorDataModule`: train/val/test splits already in memory as tensors (e.g. the codes of a trained layer).
 
 Greedy layer-wise pre-training trains each next autoencoder on the codes of the layer
-below; those codes are computed once and served from here, batched like MNISTDataModule
+below; those codes are computed once and served from here, batched like ImageDataModule
 (same `(input, target, label)` batches, same seeded shuffling and DDP sharding), so the
 same models and evaluation callbacks work on them.
 """
@@ -45,7 +45,7 @@ class TensorDataModule(pl.LightningDataModule):
         return self.splits[stage]
 
     def training_means(self) -> tuple[Tensor, Tensor]:
-        """(mean input, mean target) of the training split, as MNISTDataModule gives them."""
+        """(mean input, mean target) of the training split, as ImageDataModule gives them."""
         return self.splits["train"].means(seed=self.seed)
 
     def _loader(self, stage: str, batch_size: int, shuffle: bool) -> InMemoryLoader:

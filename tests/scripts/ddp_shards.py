@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 
 
 class ShardProbe(pl.LightningModule):
@@ -44,7 +44,7 @@ class ShardProbe(pl.LightningModule):
 
 
 if __name__ == "__main__":
-    datamodule = MNISTDataModule(train_subset=2000, batch_size=100, eval_batch_size=700)
+    datamodule = ImageDataModule(train_subset=2000, batch_size=100, eval_batch_size=700)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
