@@ -70,7 +70,7 @@ class LayerwisePretraining:
 
     Args:
         activation: of every hidden layer (sigmoid, tanh, relu).
-        hidden_dims: the classifier's hidden layers (the homework's 784-1000-1000-10).
+        hidden_dims: the classifier's hidden layers (the homework's two of 1000, between the pixels and the 10 classes).
         layers: how each layer's autoencoder trains.
         frozen: how the softmax layer trains on the frozen pre-trained layers.
         finetune: how the whole network is fine-tuned.

@@ -9,14 +9,26 @@ import pytorch_lightning as pl
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.manifold import TSNE
 
 from lightning_ae.callbacks.base import EvaluationCallback, timed
+from lightning_ae.callbacks.images import image_shape
+from lightning_ae.callbacks.pca import PCABaseline, pca_cache_file
+from lightning_ae.data.datasets import largest_image_side
+from lightning_ae.evaluation.pca import as_numpy, fit_pca
 from lightning_ae.files import atomic_write
 
-THUMBNAIL_PX = 28
 SPRITE_MAX_PX = 8192  # the projector refuses larger sprites
-MAX_SPRITE_ITEMS = (SPRITE_MAX_PX // THUMBNAIL_PX) ** 2  # a square grid of thumbnails: 292 x 292
+
+
+def max_sprite_items(thumbnail_px: int) -> int:
+    """The most thumbnails of `thumbnail_px` a side that fit a square sprite (292 x 292 for MNIST's)."""
+    return (SPRITE_MAX_PX // thumbnail_px) ** 2
+
+
+# What `max_items` may be before the data is known: the bound of the largest images among the known datasets.
+MAX_SPRITE_ITEMS = max_sprite_items(largest_image_side())
 MARKERS = "os^vD<>pPX*h"
 
 
@@ -26,11 +38,11 @@ def _check_count(name: str, value: object, upper: int) -> None:
 
 
 class EmbeddingProjector(EvaluationCallback):
-    """Test-set codes to TensorBoard's Projector tab, labelled by class, each with its 28x28 image.
+    """Test-set codes to TensorBoard's Projector tab, labelled by class, each with its image.
 
     `SummaryWriter.add_embedding` with `label_img` writes the codes, a metadata file of
     class names and a sprite: a square grid of the thumbnails, which the projector
-    refuses above 8192 px, hence at most 292^2 = 85,264 items.
+    refuses above 8192 px, hence at most (8192 // image side)^2 items (292^2 = 85,264 for MNIST).
     """
 
     def __init__(self, max_items: int = 10000, tag: str = "codes") -> None:
@@ -39,8 +51,8 @@ class EmbeddingProjector(EvaluationCallback):
         self.max_items, self.tag = max_items, tag
 
     @staticmethod
-    def sprite_side_px(count: int) -> int:
-        return math.ceil(math.sqrt(count)) * THUMBNAIL_PX
+    def sprite_side_px(count: int, thumbnail_px: int) -> int:
+        return math.ceil(math.sqrt(count)) * thumbnail_px
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writer = self.tensorboard(trainer)
@@ -48,13 +60,20 @@ class EmbeddingProjector(EvaluationCallback):
             return
         data = self.data(trainer)
         split = data.split("test")
-        images, labels = split.images[: self.max_items], split.labels[: self.max_items]
+        shape = image_shape(split)
+        count = min(self.max_items, max_sprite_items(max(shape[1:])))
+        if count < min(self.max_items, len(split.images)):
+            rank_zero_warn(
+                f"EmbeddingProjector: {self.max_items} items of {shape} images exceed the projector's sprite; "
+                f"sending the first {count}."
+            )
+        images, labels = split.images[:count], split.labels[:count]
         codes, _ = self.encode(pl_module, images, data.eval_batch_size)
         _, seconds = timed(
             lambda: writer.add_embedding(
                 codes.cpu(),
                 metadata=[data.class_names[label] for label in labels.tolist()],
-                label_img=images.reshape(-1, 1, THUMBNAIL_PX, THUMBNAIL_PX).cpu(),
+                label_img=images.reshape(-1, *shape).cpu(),
                 global_step=trainer.global_step,
                 tag=self.tag,
             ),
@@ -69,18 +88,33 @@ class TSNEPlot(EvaluationCallback):
 
     One colour and marker per class; written as `filename` in the run's folder and sent
     to TensorBoard (tag `test/tsne`).
+
+    Beside it, for an autoencoder that compresses (d' below the input size), the same map of
+    PCA's codes at the same d' for the same test images (homework 2.1e compares the two):
+    PCA fitted on the clean training split, as `PCABaseline` fits it (its cached fit is
+    reused), then the same t-SNE; written as `pca_filename` (null: not drawn) and sent to
+    TensorBoard (tag `test/pca_tsne`). The study report shows these files; it computes nothing.
     """
 
     def __init__(
-        self, max_points: int = 5000, perplexity: float = 30.0, seed: int = 0, filename: str = "tsne.png"
+        self,
+        max_points: int = 5000,
+        perplexity: float = 30.0,
+        seed: int = 0,
+        filename: str = "tsne.png",
+        pca_filename: str | None = "pca_tsne.png",
     ) -> None:
         super().__init__()
         _check_count("max_points", max_points, 70000)
         if not 1.0 <= perplexity < max_points:
             raise ValueError(f"perplexity={perplexity!r} is not valid; valid: 1 <= perplexity < max_points.")
-        if not filename.endswith(".png"):
-            raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .png.")
+        for name, value in (("filename", filename), ("pca_filename", pca_filename)):
+            if value is not None and not value.endswith(".png"):
+                raise ValueError(f"{name}={value!r} is not valid; valid: a name ending in .png.")
+        if filename is None:
+            raise ValueError("filename=None is not valid; valid: a name ending in .png.")
         self.max_points, self.perplexity, self.seed, self.filename = max_points, perplexity, seed, filename
+        self.pca_filename = pca_filename
 
     def embed(self, codes: np.ndarray) -> tuple[np.ndarray, str]:
         if codes.shape[1] == 2:
@@ -119,3 +153,23 @@ class TSNEPlot(EvaluationCallback):
         writer = self.tensorboard(trainer)
         if writer is not None:
             writer.add_figure("test/tsne", fig, global_step=trainer.global_step, close=False)
+        dim, input_dim = getattr(pl_module, "code_dim", None), getattr(pl_module, "input_dim", None)
+        if self.pca_filename is not None and dim is not None and input_dim is not None and dim < input_dim:
+            (pca_points, pca_title), seconds = timed(
+                lambda: self.embed(self.pca_codes(trainer, int(dim))), torch.device("cpu")
+            )
+            self.timings["pca_tsne_seconds"] = seconds
+            pca_fig = self.figure(pca_points, labels, data.class_names, f"PCA: {pca_title}")
+            with atomic_write(self.output_dir(trainer) / self.pca_filename) as handle:
+                pca_fig.savefig(handle, format="png")
+            if writer is not None:
+                writer.add_figure("test/pca_tsne", pca_fig, global_step=trainer.global_step, close=False)
+
+    def pca_codes(self, trainer: pl.Trainer, dim: int) -> np.ndarray:
+        """PCA's d'-dimensional codes of the test images this map shows (the fit cached as PCABaseline's)."""
+        data = self.data(trainer)
+        train_flat = as_numpy(data.split("train").images)
+        baseline = next((c for c in trainer.callbacks if isinstance(c, PCABaseline)), None)
+        cache_file = pca_cache_file(train_flat, dim, baseline.cache_dir if baseline is not None else None)
+        pca, _ = fit_pca(train_flat, dim, cache_file)
+        return pca.transform(as_numpy(data.split("test").images[: self.max_points])).astype(np.float64)

@@ -9,7 +9,15 @@ from torchvision.utils import make_grid, save_image
 
 from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices, evaluating
 from lightning_ae.checks import check_positive_int
-from lightning_ae.files import atomic_write
+from lightning_ae.data.loader import SplitData
+from lightning_ae.files import atomic_write, write_json
+
+
+def image_shape(split: SplitData) -> tuple[int, ...]:
+    """(channels, height, width) of the split's images, as the dataset spec gives it."""
+    if split.image_shape is None:
+        raise ValueError("this picture needs a split of images; the data module gave one without an image_shape.")
+    return split.image_shape
 
 
 class ReconstructionGrid(EvaluationCallback):
@@ -18,15 +26,31 @@ class ReconstructionGrid(EvaluationCallback):
 
     Sent to TensorBoard's Images tab (tag `reconstructions`) every `every_n_epochs`
     validation epochs and at test; written as `filename` in the run's folder at test.
+
+    At test it also writes how an image is transformed on its way through the network, as
+    `layers_filename` (JSON; null: not written): the model's `describe_rows()`, one
+    `{"layer", "shape", "note"}` per layer with the shape after it, input to reconstruction
+    (what `lightning-ae describe` prints). The study report shows it from there.
     """
 
-    def __init__(self, per_class: int = 2, every_n_epochs: int = 1, filename: str = "reconstructions.png") -> None:
+    def __init__(
+        self,
+        per_class: int = 2,
+        every_n_epochs: int = 1,
+        filename: str = "reconstructions.png",
+        layers_filename: str | None = "layers.json",
+    ) -> None:
         super().__init__()
         check_positive_int("per_class", per_class)
         check_positive_int("every_n_epochs", every_n_epochs)
         if not filename.endswith(".png"):
             raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .png.")
+        if layers_filename is not None and not layers_filename.endswith(".json"):
+            raise ValueError(
+                f"layers_filename={layers_filename!r} is not valid; valid: a name ending in .json, or null."
+            )
         self.per_class, self.every_n_epochs, self.filename = per_class, every_n_epochs, filename
+        self.layers_filename = layers_filename
 
     @torch.no_grad()
     def grid(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor:
@@ -45,7 +69,7 @@ class ReconstructionGrid(EvaluationCallback):
         if not torch.equal(targets, clean):
             rows.append(targets)
         rows.append(outputs)
-        images = torch.cat([row.reshape(-1, 1, 28, 28) for row in rows]).clamp(0, 1)
+        images = torch.cat([row.reshape(-1, *image_shape(split)) for row in rows]).clamp(0, 1)
         return make_grid(images, nrow=len(picked), padding=2, pad_value=0.5)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -64,6 +88,13 @@ class ReconstructionGrid(EvaluationCallback):
             writer.add_image("test/reconstructions", grid, global_step=trainer.global_step)
         with atomic_write(self.output_dir(trainer) / self.filename) as handle:
             save_image(grid, handle, format="png")
+        if self.layers_filename is not None and callable(getattr(pl_module, "describe_rows", None)):
+            rows = [
+                {"layer": name, "shape": list(shape), "note": note} for name, shape, note in pl_module.describe_rows()
+            ]
+            write_json(
+                self.output_dir(trainer) / self.layers_filename, {"model": type(pl_module).__name__, "layers": rows}
+            )
 
 
 class PairsGrid(EvaluationCallback):
@@ -88,7 +119,7 @@ class PairsGrid(EvaluationCallback):
         for obj in split.objects.unique()[: self.objects]:
             pairs = torch.nonzero(split.objects == obj).flatten()
             rows.append(torch.cat([split.images[obj].unsqueeze(0), split.images[split.partners[pairs]]]))
-        images = torch.cat(rows).reshape(-1, 1, 28, 28).cpu()  # drawn on the host, wherever the split lives
+        images = torch.cat(rows).reshape(-1, *image_shape(split)).cpu()  # drawn on the host, wherever the split lives
         return make_grid(images, nrow=len(rows[0]), padding=2, pad_value=0.5)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -22,14 +22,16 @@ from lightning_ae.callbacks.base import run_folder
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.ckpt"
+# A shell reports a process ended by signal N with the exit status this base plus N.
+SIGNAL_EXIT_BASE = 0x80
 
 
 class RunInterrupted(Exception):
-    """Training stopped on a signal after saving `checkpoint`; `exit_code` is the shell's 128 + signal number."""
+    """Training stopped on a signal after saving `checkpoint`; `exit_code` is what a shell reports for it."""
 
     def __init__(self, signal_name: str, signal_number: int, checkpoint: Path, epoch: int, step: int) -> None:
         self.signal_name, self.checkpoint, self.epoch, self.step = signal_name, checkpoint, epoch, step
-        self.exit_code = 128 + signal_number
+        self.exit_code = SIGNAL_EXIT_BASE + signal_number
         super().__init__(
             f"{signal_name} received: stopped in epoch {epoch} after optimizer step {step}; checkpoint saved to "
             f"{checkpoint}. Resume with the same command and --ckpt_path last (or --ckpt_path {checkpoint})."

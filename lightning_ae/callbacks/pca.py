@@ -17,6 +17,19 @@ from lightning_ae.evaluation.knn import check_knn_args, choose_backend, knn_pred
 from lightning_ae.evaluation.pca import as_numpy, fit_pca, reconstruction_metrics
 
 
+def pca_cache_file(train: np.ndarray, dim: int, cache_dir: str | None = None) -> Path | None:
+    """Where the PCA fit of `train` (flat rows) at `dim` is cached; None when `cache_dir` is "none".
+
+    Shared by `PCABaseline` and `TSNEPlot`'s PCA panel, so that a run fits PCA once.
+    """
+    if cache_dir == "none":
+        return None
+    folder = Path(cache_dir) if cache_dir else default_cache_dir() / "pca"
+    # Keyed by the exact training data, so a changed split or dataset never reuses a fit.
+    key = hashlib.sha256(np.ascontiguousarray(train).data).hexdigest()[:20]
+    return folder / f"pca-d{dim}-{key}.npz"
+
+
 class PCABaseline(EvaluationCallback):
     """sklearn PCA with the model's d', fitted on the (clean, flat) training split, evaluated at test.
 
@@ -44,12 +57,7 @@ class PCABaseline(EvaluationCallback):
         self.from_cache: bool | None = None
 
     def _cache_file(self, train: np.ndarray, dim: int) -> Path | None:
-        if self.cache_dir == "none":
-            return None
-        folder = Path(self.cache_dir) if self.cache_dir else default_cache_dir() / "pca"
-        # Keyed by the exact training data, so a changed split or dataset never reuses a fit.
-        key = hashlib.sha256(np.ascontiguousarray(train).data).hexdigest()[:20]
-        return folder / f"pca-d{dim}-{key}.npz"
+        return pca_cache_file(train, dim, self.cache_dir)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

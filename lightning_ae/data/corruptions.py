@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from lightning_ae.data.datasets import largest_image_side
+
 
 def _check_range(owner: str, name: str, value: float, low: float, high: float, low_open: bool, valid: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -102,7 +104,8 @@ class Block(Corruption):
     name = "block"
 
     def __init__(self, size: int = 10) -> None:
-        self.size = _check_int("block", "size", size, 1, 28)
+        # Bounded by the largest known image; `__call__` checks it against the images it meets.
+        self.size = _check_int("block", "size", size, 1, largest_image_side())
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         n, _, height, width = images.shape
@@ -128,9 +131,10 @@ class Strokes(Corruption):
 
     def __init__(self, count: int = 2, width: float = 2.0, min_length: float = 8.0) -> None:
         self.count = _check_int("strokes", "count", count, 1, 20)
-        self.width = _check_range("strokes", "width", width, 0.0, 28.0, low_open=True, valid="0 < width <= 28")
+        side = largest_image_side()  # no stroke is wider or must be longer than the largest known image
+        self.width = _check_range("strokes", "width", width, 0.0, side, low_open=True, valid=f"0 < width <= {side}")
         self.min_length = _check_range(
-            "strokes", "min_length", min_length, 0.0, 28.0, low_open=False, valid="0 <= min_length <= 28"
+            "strokes", "min_length", min_length, 0.0, side, low_open=False, valid=f"0 <= min_length <= {side}"
         )
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:

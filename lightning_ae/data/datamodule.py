@@ -8,6 +8,7 @@ is a random image of the same class (homework 2.3).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from lightning_ae.checks import check_positive_int
 from lightning_ae.data.corruptions import Corruption, build_corruption
-from lightning_ae.data.datasets import IMAGE_SHAPE, RawDataset, get_spec, load_dataset
+from lightning_ae.data.datasets import RawDataset, get_spec, load_dataset
 from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData, derive_seed, group_size
 from lightning_ae.data.pairs import similarity_pairs
 
@@ -37,7 +38,8 @@ class ImageDataModule(pl.LightningDataModule):
         dataset: "mnist" (bundled) or "fashion_mnist".
         data_dir: folder holding the IDX files; default: bundled data, see `lightning_ae.data.datasets`.
         val_size: validation images taken out of the 60,000 training images, stratified by class.
-        layout: "flat" for 784-vectors, "image" for 1x28x28 tensors.
+        layout: "flat" for vectors of all the pixels, "image" for (channels, height, width) tensors
+            (the dataset spec's `image_shape`).
         batch_size: training batch size.
         eval_batch_size: batch size for validation, test and predict (does not change any metric).
         group_batches: training batches handed to the model per Lightning step, for models
@@ -118,12 +120,18 @@ class ImageDataModule(pl.LightningDataModule):
 
     # Shapes known before any data is loaded, for models whose size follows from the data.
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image, from the dataset spec."""
+        return self.spec.image_shape
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
-        return (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],) if self.layout == "flat" else (1, *IMAGE_SHAPE)
+        """What a batch's input holds per item: the image shape, or its pixels as one vector ("flat")."""
+        return (self.input_dim,) if self.layout == "flat" else self.image_shape
 
     @property
     def input_dim(self) -> int:
-        return IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+        return math.prod(self.image_shape)
 
     @property
     def num_classes(self) -> int:
@@ -173,7 +181,7 @@ class ImageDataModule(pl.LightningDataModule):
     def _build_split(self, name: str, number: int, images_u8: Tensor, labels: Tensor) -> SplitData:
         # One float32 copy per split, in the layout asked for (the image layout is a view of it).
         images = (images_u8.reshape(len(images_u8), -1).float() / 255.0).view(-1, *self.input_shape)
-        split = SplitData(images=images, labels=labels.long(), corruption=self.corruption)
+        split = SplitData(images=images, labels=labels.long(), image_shape=self.image_shape, corruption=self.corruption)
         if self.pairs:
             count = len(images) if self.pair_objects is None else min(self.pair_objects, len(images))
             # Pairs are drawn among the first `count` images; all images stay, for evaluation (kNN, PCA).
@@ -187,7 +195,7 @@ class ImageDataModule(pl.LightningDataModule):
         """Evaluation inputs corrupted once, from a seed, so that runs compare on the same noise."""
         generator = torch.Generator().manual_seed(derive_seed(self.seed, _FIXED_NOISE, number))
         chunks = [
-            self.corruption(chunk.view(-1, 1, *IMAGE_SHAPE), generator).view_as(chunk)
+            self.corruption(chunk.view(-1, *self.image_shape), generator).view_as(chunk)
             for chunk in images.split(_NOISE_CHUNK)
         ]
         return torch.cat(chunks)

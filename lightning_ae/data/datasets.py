@@ -2,7 +2,8 @@
 
 Each dataset is a `DatasetSpec`: four IDX files with pinned SHA-256 sums (like the
 `resources` of torchvision's `datasets/mnist.py`, but over the decompressed bytes).
-Adding a dataset of the same format is adding one spec to `DATASETS`.
+Adding a dataset of the same format is adding one spec to `DATASETS`; its image shape
+(`DatasetSpec.image_shape`, from its IDX files' shape) is the one every other part reads.
 
 Where files are looked for, first match wins (a folder matches when it, or its
 sub-folder named after the dataset, holds all four files, raw or `.gz`):
@@ -24,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lightning_ae.checks import MNIST_SHAPE
 from lightning_ae.data.idx import DataFileError, IdxFile, default_cache_dir, load_verified
 
 log = logging.getLogger(__name__)
 
-IMAGE_SHAPE = (28, 28)
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -55,13 +56,24 @@ class DatasetSpec:
     def num_train(self) -> int:
         return self.train_labels.shape[0]
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image: IDX images are one grey channel of the files' height x width."""
+        return (1, *self.train_images.shape[1:])
 
-def _mnist_format(train_images: str, train_labels: str, test_images: str, test_labels: str) -> dict[str, IdxFile]:
-    """The four files of the MNIST format (names and shapes), with the SHA-256 sums of one dataset."""
+
+def mnist_format(train_images: str, train_labels: str, test_images: str, test_labels: str) -> dict[str, IdxFile]:
+    """The four files of the MNIST format (names and shapes: 60,000 + 10,000 images of MNIST's
+    height x width), with the SHA-256 sums of one dataset (over the decompressed bytes).
+
+    A new dataset in this format is one spec: `DatasetSpec(name=..., title=..., classes=...,
+    **mnist_format(<the four sums>), licence=...)`, added to `DATASETS` (see the README's
+    "extending" section)."""
+    height_width = MNIST_SHAPE[1:]
     return {
-        "train_images": IdxFile("train-images-idx3-ubyte", train_images, (60000, 28, 28)),
+        "train_images": IdxFile("train-images-idx3-ubyte", train_images, (60000, *height_width)),
         "train_labels": IdxFile("train-labels-idx1-ubyte", train_labels, (60000,)),
-        "test_images": IdxFile("t10k-images-idx3-ubyte", test_images, (10000, 28, 28)),
+        "test_images": IdxFile("t10k-images-idx3-ubyte", test_images, (10000, *height_width)),
         "test_labels": IdxFile("t10k-labels-idx1-ubyte", test_labels, (10000,)),
     }
 
@@ -70,7 +82,7 @@ MNIST = DatasetSpec(
     name="mnist",
     title="MNIST",
     classes=tuple(str(digit) for digit in range(10)),
-    **_mnist_format(
+    **mnist_format(
         train_images="ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
         train_labels="65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
         test_images="0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
@@ -83,7 +95,7 @@ FASHION_MNIST = DatasetSpec(
     name="fashion_mnist",
     title="Fashion-MNIST",
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    **_mnist_format(
+    **mnist_format(
         train_images="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
         train_labels="bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
         test_images="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
@@ -95,6 +107,12 @@ FASHION_MNIST = DatasetSpec(
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+
+def largest_image_side() -> int:
+    """The longest image side, in pixels, over every known dataset: the bound for a size checked before
+    the data is chosen (a corruption's block or stroke); the images themselves are checked when it meets them."""
+    return max(max(spec.image_shape[1:]) for spec in DATASETS.values())
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -44,7 +44,7 @@ class SplitData:
 
     images: Tensor
     labels: Tensor
-    image_shape: tuple[int, int, int] = (1, 28, 28)
+    image_shape: tuple[int, ...] | None = None  # (channels, height, width) of one image; None: not images (codes)
     corruption: Corruption | None = None
     fixed_inputs: Tensor | None = None
     objects: Tensor | None = None
@@ -77,6 +77,8 @@ class SplitData:
         if self.fixed_inputs is not None:
             inputs = self.fixed_inputs[items]
         elif self.corruption is not None:
+            if self.image_shape is None:
+                raise ValueError("a corruption needs images: give the split its image_shape (channels, height, width).")
             inputs = self.corruption(clean.view(-1, *self.image_shape), generator).view_as(clean)
         else:
             inputs = clean

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_ae.checks import MNIST_PIXELS
 from lightning_ae.models.base import AutoencoderBase, OptimizerFactory, SchedulerFactory, sgd_lr1
 from lightning_ae.models.layers import activation as make_activation
 from lightning_ae.models.layers import check_code_dim
 
 
 class Autoencoder(AutoencoderBase):
-    """784 -> hidden_dims -> code_dim -> reversed(hidden_dims) -> 784, sigmoid output.
+    """pixels -> hidden_dims -> code_dim -> reversed(hidden_dims) -> pixels, sigmoid output.
 
     `hidden_dims: []` is the homework's basic AE (the only hidden layer is the code);
     `hidden_dims: [1000, 500, 250]` its deep AE. The homework's deep-AE sample code feeds
@@ -25,7 +26,8 @@ class Autoencoder(AutoencoderBase):
         code_activation: of the code layer.
         decoder_activation: of the decoder's hidden layers.
         loss: "bce" or "mse", against the target in [0, 1].
-        input_shape: linked from the data by the CLI; flat or image inputs both work.
+        input_shape: linked from the data by the CLI; flat or image inputs both work. Default: MNIST's
+            pixels as one vector (`lightning_ae.checks.MNIST_PIXELS`).
         output_activation: "sigmoid" for pixels in [0, 1] (the default); "tanh" or "linear"
             (with loss "mse") to reconstruct other ranges, e.g. the codes of a tanh or ReLU
             layer in layer-wise pre-training.
@@ -43,7 +45,7 @@ class Autoencoder(AutoencoderBase):
         loss: str = "bce",
         optimizer: OptimizerFactory = sgd_lr1,
         scheduler: SchedulerFactory | None = None,
-        input_shape: tuple[int, ...] = (784,),
+        input_shape: tuple[int, ...] = (MNIST_PIXELS,),
         output_activation: str = "sigmoid",
         center_inputs: bool = True,
         init_output_bias: bool = True,

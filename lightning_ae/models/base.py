@@ -142,7 +142,7 @@ class AutoencoderBase(GroupedSteps):
         logits = self.decode_logits(self.encode(inputs))
         n = len(inputs)
         mse = (self.activate_output(logits) - target).pow(2).view(n, -1)
-        # "per_pixel": mean over pixels and images; "per_image": summed over the 784 pixels, mean over images.
+        # "per_pixel": mean over pixels and images; "per_image": summed over an image's pixels, mean over images.
         metrics = {"test/mse_per_pixel": mse.mean(), "test/mse_per_image": mse.sum(dim=1).mean()}
         if self.output_activation == "sigmoid":  # BCE scores probabilities only
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").view(n, -1)

@@ -1,4 +1,4 @@
-"""The MLP classifier of homework 2.4: 784-1000-1000-10, softmax output, categorical cross-entropy."""
+"""The MLP classifier of homework 2.4: pixels-1000-1000-10, softmax output, categorical cross-entropy."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_ae.checks import MNIST_PIXELS
 from lightning_ae.models.base import OptimizerFactory, SchedulerFactory
 from lightning_ae.models.layers import activation as make_activation
 from lightning_ae.models.layers import check_code_dim
@@ -46,7 +47,7 @@ class Classifier(GroupedSteps):
         freeze_hidden: bool = False,
         optimizer: OptimizerFactory = sgd_momentum,
         scheduler: SchedulerFactory | None = None,
-        input_shape: tuple[int, ...] = (784,),
+        input_shape: tuple[int, ...] = (MNIST_PIXELS,),
     ) -> None:
         super().__init__()
         hidden_dims = [1000, 1000] if hidden_dims is None else list(hidden_dims)
