@@ -11,6 +11,11 @@ pre-training pipelines) with what made it, its test figures, PCA's and the trivi
 and whether it converged and learned (see `summary_record`). The tables read the records.
 A run that did not converge or did not learn is marked in every table that lists it and
 left out of every sentence that compares runs; a sentence over several seeds gives mean ± sd and n.
+
+The report only reads what the runs saved in their folders; it loads no data and fits nothing:
+`results.json` (the figures, the verdicts, the config), the pictures `reconstructions.png`,
+`pairs.png` and `tsne.png`, the PCA panel `pca_tsne.png` (both from `TSNEPlot`), and the conv
+AE's layer trace `layers.json` (from `ReconstructionGrid`). Its own plots draw those numbers.
 """
 
 from __future__ import annotations
@@ -35,17 +40,18 @@ from lightning_ae.study.runner import read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study
 
 ANCHORS = {
-    "keras": "F. Chollet, *Building Autoencoders in Keras*, The Keras Blog, 2016: a 784-32-784 AE reaches "
-    "about 0.09 BCE per pixel on MNIST (Adadelta, 50 epochs).",
+    "keras": "F. Chollet, *Building Autoencoders in Keras*, The Keras Blog, 2016: an AE with a 32-unit code "
+    "layer between MNIST's pixels and their reconstruction reaches about 0.09 BCE per pixel (Adadelta, 50 epochs).",
     "hinton": "G. E. Hinton and R. R. Salakhutdinov, *Reducing the Dimensionality of Data with Neural Networks*, "
-    "Science 313, 2006: a 784-1000-500-250-30 deep AE, 3.00 squared error per image (summed over pixels) "
+    "Science 313, 2006: a deep AE with encoder layers of 1000, 500, 250 and 30 units on MNIST's pixels, 3.00 "
+    "squared error per image (summed over pixels) "
     "against 13.87 for PCA with 30 components.",
     "umap": "T. Sainburg, L. McInnes and T. Q. Gentner, *Parametric UMAP Embeddings for Representation and "
     "Semisupervised Learning*, Neural Computation 33, 2021: 2-D codes of MNIST, 5-NN accuracy 0.79 for an AE "
     "and 0.42 for PCA.",
     "pretraining": "Hinton, Osindero and Teh 2006; Bengio et al. 2007; Erhan et al., *Why Does Unsupervised "
-    "Pre-training Help Deep Learning?*, JMLR 11, 2010: pre-trained 784-1000-1000-10-like networks reach about "
-    "1.2-1.4% test error on MNIST.",
+    "Pre-training Help Deep Learning?*, JMLR 11, 2010: pre-trained networks like this one "
+    "(two hidden layers of 1000 units) reach about 1.2-1.4% test error on MNIST.",
 }
 
 
@@ -58,6 +64,9 @@ SUMMARY_METRICS = (
     "test/knn_acc",
 )
 NOT_CONVERGED, NOT_LEARNED, NOT_JUDGED = "not converged", "not learned", "not judged"
+# What the callbacks save in a run's folder for the report beside results.json and the pictures.
+PCA_TSNE = "pca_tsne.png"  # TSNEPlot: PCA at the run's d' through the same t-SNE
+LAYERS = "layers.json"  # ReconstructionGrid: the shape after every layer
 
 
 def stage_order(name: str | None) -> tuple[int, int, str]:
@@ -301,6 +310,33 @@ def mean(values: list[float | None]) -> float | None:
     return statistics.mean(values) if values else None
 
 
+def input_size(results: list[Result]) -> int | None:
+    """The input size (pixels) of the runs, from what they saved (compression ratio x d'); None when they did not
+    save it or do not agree."""
+    sizes = set()
+    for r in results:
+        ratio, dim = r.metric("test/compression_ratio"), r.record.get("code_dim")
+        if ratio is None or not dim:
+            return None
+        sizes.add(round(ratio * dim))
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def smaller(results: list[Result], dim: int) -> str:
+    """'N.N times smaller' for a code of `dim` against the runs' input size, read from what they saved."""
+    size = input_size(results)
+    return f"{size / dim:.1f} times smaller" if size else "smaller"
+
+
+def read_layers(folder: Path) -> list[tuple[str, tuple[int, ...], str]] | None:
+    """The layer trace a run saved (`ReconstructionGrid`'s `layers.json`); None when it saved none."""
+    try:
+        saved = json.loads((folder / LAYERS).read_text())
+        return [(row["layer"], tuple(row["shape"]), row["note"]) for row in saved["layers"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def group(results: list[Result], key) -> dict[Any, list[Result]]:
     groups: dict[Any, list[Result]] = defaultdict(list)
     for result in results:
@@ -433,8 +469,10 @@ class ReportBuilder:
         keys = ("bce_per_pixel", "bce_per_image", "mse_per_pixel", "mse_per_image")
         for (activation, dim), members in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1])):
             values = {k: [m.metric(f"test/{k}") for m in members] for k in keys}
+            size = input_size(members)
             rows.append(
-                [activation, str(dim), f"{784 / dim:.1f}", f"{100 * (1 - dim / 784):.1f}%"]
+                [activation, str(dim)]
+                + ([f"{size / dim:.1f}", f"{100 * (1 - dim / size):.1f}%"] if size else ["-", "-"])
                 + [fmt(values[k]) for k in keys]
                 + [
                     fmt([(m.record.get("trivial") or {}).get("test/bce_per_pixel") for m in members]),
@@ -443,7 +481,8 @@ class ReportBuilder:
             )
         self.doc.add(
             Table(
-                ["encoder", "d'", "784/d'", "size saved", "BCE/pixel", "BCE/image", "MSE/pixel", "MSE/image"]
+                ["encoder", "d'", f"{input_size(runs) or 'input'}/d'", "size saved"]
+                + ["BCE/pixel", "BCE/image", "MSE/pixel", "MSE/image"]
                 + ["BCE/pixel mean image", "flags"],
                 rows,
                 "The mean training image, output for every test image, is the trivial predictor. "
@@ -466,12 +505,12 @@ class ReportBuilder:
             )
         elif any(v is not None for v in bce):  # BCE scores probabilities: a linear or tanh output has MSE only
             finding = (
-                f"at d'={dim} ({activation} encoder) the code is {784 / dim:.1f} times smaller than the image and the "
+                f"at d'={dim} ({activation} encoder) the code is {smaller(reference, dim)} than the image and the "
                 f"test BCE is {spread(bce)} per pixel, against {spread(trivial)} for the mean training image"
             )
         else:
             finding = (
-                f"at d'={dim} ({activation} encoder) the code is {784 / dim:.1f} times smaller than the image and the "
+                f"at d'={dim} ({activation} encoder) the code is {smaller(reference, dim)} than the image and the "
                 f"test MSE is {spread(mse)} per pixel"
             )
         self.doc.add(
@@ -614,7 +653,7 @@ class ReportBuilder:
                 protocol(runs) + " " + flags_note(runs),
             )
         )
-        # The headline: the deepest network at the smallest and the largest d' (Hinton's 784-1000-500-250-30).
+        # The headline: the deepest network at the smallest and the largest d' (Hinton's 1000-500-250-30 encoder).
         deepest = max(depth for depth, _ in groups)
         dims = sorted(dim for depth, dim in groups if depth == deepest)
         parts = []
@@ -633,7 +672,7 @@ class ReportBuilder:
                 f"{value('test/mse_per_image', 'ae', 2)} against PCA's {value('test/mse_per_image', 'pca', 2)}"
             )
         hidden = groups[(deepest, dims[0])][0].init_args.get("hidden_dims") or []
-        shape = "-".join(str(n) for n in [784, *hidden]) + "-d'"
+        shape = "-".join(str(n) for n in [input_size(groups[(deepest, dims[0])]) or "input", *hidden]) + "-d'"
         headline = [m for dim in dict.fromkeys((dims[0], dims[-1])) for m in groups[(deepest, dim)]]
         self.doc.add(
             Paragraph(
@@ -662,58 +701,52 @@ class ReportBuilder:
         ][:2]
         for r, caption in chosen:
             self.doc.add(Figure(r.folder / "tsne.png", caption))
-        # PCA at the same d' as the first AE panel above 2, through the same t-SNE (homework 2.1e compares them).
+        # PCA at the same d' as the first AE panel above 2, through the same t-SNE (homework 2.1e compares them):
+        # drawn by that run's TSNEPlot, beside its own panel.
         reference = next((r for r, _ in chosen if r.init_args.get("code_dim") != 2), None)
         if reference is not None:
-            self.doc.add(
-                Figure(
-                    self.pca_tsne(reference),
-                    f"PCA with d'={reference.init_args['code_dim']} components: t-SNE of the same test images.",
+            if (reference.folder / PCA_TSNE).exists():
+                self.doc.add(
+                    Figure(
+                        reference.folder / PCA_TSNE,
+                        f"PCA with d'={reference.init_args['code_dim']} components: t-SNE of the same test images.",
+                    )
                 )
-            )
+            else:
+                self.doc.add(
+                    Paragraph(
+                        f"No PCA panel: {reference.run.describe()} saved no `{PCA_TSNE}` (TSNEPlot draws it beside "
+                        "`tsne.png` since the report stopped computing it; rerun that run to get it)."
+                    )
+                )
         self.doc.add(
             Paragraph("One colour and marker per digit. kNN accuracies of the same codes are in the tables above.")
         )
-
-    def pca_tsne(self, reference: Result) -> Path:
-        """t-SNE of the PCA codes of the test images the reference run's TSNEPlot used (same count, same seed)."""
-        from lightning_ae.callbacks import TSNEPlot
-        from lightning_ae.data import MNISTDataModule
-        from lightning_ae.evaluation.pca import as_numpy, fit_pca
-
-        callbacks = reference.run.config.get("trainer", {}).get("callbacks") or []
-        args = next((c.get("init_args") or {} for c in callbacks if c.get("class_path", "").endswith("TSNEPlot")), {})
-        plot = TSNEPlot(**{k: v for k, v in args.items() if k in ("max_points", "perplexity", "seed")})
-        data = {k: v for k, v in reference.data.items() if k in ("dataset", "val_size", "train_subset", "seed")}
-        datamodule = MNISTDataModule(**data)
-        datamodule.setup()
-        train, test = datamodule.split("train"), datamodule.split("test")
-        pca, _ = fit_pca(as_numpy(train.images), int(reference.init_args["code_dim"]))
-        codes = pca.transform(as_numpy(test.images[: plot.max_points])).astype("float64")
-        points, title = plot.embed(codes)
-        figure = plot.figure(points, test.labels[: plot.max_points].numpy(), datamodule.class_names, f"PCA: {title}")
-        path = self.plots / "pca_tsne.png"
-        figure.savefig(path, format="png")
-        return path
 
     def conv(self) -> None:
         self.doc.add(Heading("2.1f: the convolutional autoencoder"))
         runs = self.experiment("conv_ae")
         if not runs:
             return self.missing("conv_ae")
-        from lightning_ae.models import ConvAutoencoder
-
         r = runs[0]
-        args = {k: v for k, v in r.init_args.items() if k not in ("optimizer", "scheduler")}
-        trace = ConvAutoencoder(**args).describe_rows()
-        self.doc.add(Paragraph("How the input is transformed, layer by layer (shape after each layer):"))
-        self.doc.add(
-            Table(["layer", "shape after it", "note"], [[name, str(shape), note] for name, shape, note in trace])
-        )
+        trace = read_layers(r.folder)
+        if trace is None:
+            self.doc.add(
+                Paragraph(
+                    f"No layer trace: {r.run.describe()} saved no `{LAYERS}` (ReconstructionGrid writes it at test "
+                    "since the report stopped building the model; `lightning-ae describe --config "
+                    "configs/conv_ae.yaml` prints it)."
+                )
+            )
+        else:
+            self.doc.add(Paragraph("How the input is transformed, layer by layer (shape after each layer):"))
+            self.doc.add(
+                Table(["layer", "shape after it", "note"], [[name, str(shape), note] for name, shape, note in trace])
+            )
         rows = [
             [
                 m.run.describe(),
-                str(m.init_args.get("code_dim") or 784),
+                str(m.record.get("code_dim") or m.init_args.get("code_dim") or "-"),
                 fmt([m.metric("test/bce_per_pixel")]),
                 fmt([m.metric("test/knn_acc")]),
                 fmt([m.metric("test/knn_acc", "pca")]),
