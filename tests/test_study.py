@@ -293,3 +293,45 @@ def test_an_override_inside_a_value_another_override_set_stays_with_its_own_run(
     )
     runs = load_study(study_file).runs
     assert [r.config["model"]["init_args"]["optimizer"]["init_args"]["lr"] for r in runs] == [0.01, 100]
+
+
+def test_an_experiment_composes_a_list_of_config_files_as_the_cli_does(tmp_path):
+    """`config:` takes one file or several: mappings merge, `callbacks+` appends, a dict value replaces."""
+    from conftest import REPO
+
+    from lightning_ae.study.spec import StudyError
+
+    configs = REPO / "configs"
+    study_file = tmp_path / "composed.yaml"
+    study_file.write_text(
+        f"name: composed\n"
+        f"callbacks: {{TSNEPlot: {{max_points: 100}}}}\n"
+        f"experiments:\n"
+        f"  one_file: {{config: {configs / 'basic_ae.yaml'}}}\n"
+        f"  evaluated: {{config: [{configs / 'basic_ae.yaml'}, {configs / 'fragments/evaluation.yaml'}]}}\n"
+        f"  gaussian:\n"
+        f"    config: [{configs / 'basic_ae.yaml'}, {configs / 'denoising_ae.yaml'},\n"
+        f"             {configs / 'fragments/corruption_gaussian.yaml'}]\n"
+        f"    overrides: {{data.corruption_args.sigma: 0.5}}\n"
+        f"  pipeline: {{pipeline: [{configs / 'pretrain.yaml'}, {configs / 'pretrain_tanh.yaml'}]}}\n"
+    )
+    one, evaluated, gaussian, pipeline = load_study(study_file).runs
+    names = [[c["class_path"].rsplit(".", 1)[-1] for c in r.config["trainer"]["callbacks"]] for r in (one, evaluated)]
+    assert names[0] == ["EarlyStopping", "ReconstructionGrid"]
+    assert names[1] == [*names[0], "KNNEvaluator", "PCABaseline", "TSNEPlot", "EmbeddingProjector"]
+    assert evaluated.config["trainer"]["callbacks"][4]["init_args"] == {"max_points": 100}  # the study's callbacks
+    assert one.config["model"] == evaluated.config["model"] and "trainer.callbacks+" not in json.dumps(evaluated.config)
+    # The corruption fragment replaces the masking noise's arguments (no `p` left over), as jsonargparse does.
+    assert gaussian.config["data"]["corruption"] == "gaussian"
+    assert gaussian.config["data"]["corruption_args"] == {"sigma": 0.5}
+    assert gaussian.config["trainer"]["callbacks"][-1]["class_path"].endswith("DenoisingReference")
+    assert pipeline.config["activation"] == "tanh" and pipeline.config["finetune"]["epochs"] == 50
+    assert pipeline.config["frozen"] == {**pipeline.config["layers"]} and pipeline.config["finetune"]["patience"] == 5
+
+    # A typo in an override is still an error that names it, never a new key.
+    study_file.write_text(study_file.read_text().replace("data.corruption_args.sigma", "data.coruption_args.sigma"))
+    with pytest.raises(StudyError, match=r"override 'data.coruption_args.sigma': 'data.coruption_args' is not in"):
+        load_study(study_file)
+    study_file.write_text(study_file.read_text().replace("data.coruption_args.sigma", "data.corruption.sigma"))
+    with pytest.raises(StudyError, match=r"'data.corruption' is not a mapping"):
+        load_study(study_file)

@@ -11,20 +11,26 @@ A study file (OmegaConf YAML):
       TSNEPlot: {max_points: 1000}
     experiments:
       basic_ae:                     # the experiment's name (a report section uses it)
-        config: configs/basic_ae.yaml
+        config: [configs/basic_ae.yaml, configs/fragments/evaluation.yaml]   # or one file
         grid:                       # every combination is one run
           model.init_args.code_dim: [2, 4, 8]
           model.init_args.activation: [sigmoid, relu]
         overrides: {trainer.max_epochs: 5}   # fixed, after every_run
         seeds: {count: 3, where: {model.init_args.code_dim: [32]}}   # more seeds for headline rows
       pretrain_sigmoid:
-        pipeline: configs/pretrain_sigmoid.yaml   # a `lightning-ae pretrain` pipeline
+        pipeline: [configs/pretrain.yaml, configs/pretrain_sigmoid.yaml]   # a `lightning-ae pretrain` pipeline
         overrides: {train_subset: 5000}
 
 An experiment's `seeds` is a count for all its grid points, or `{count, where}` for the grid
 points whose values are among `where`'s (the others keep the study's seeds); never fewer than the study's.
 
-Each run's config is resolved here (the base YAML with the overrides applied) and its id
+`config` (and `pipeline`) is one file or a list of files, composed as `lightning-ae fit --config A
+--config B` composes them: a later file's mappings merge into the earlier ones, its lists and
+values replace theirs, a `key+:` list is appended to `key` (jsonargparse's list append, e.g.
+`trainer: {callbacks+: [...]}`), a `class_path` that changes replaces the whole class spec, and a
+dict-typed value (`data.corruption_args`) is replaced, not merged.
+
+Each run's config is resolved here (the composed YAML with the overrides applied) and its id
 is a hash of that resolved config and the seed: the same config always gets the same
 id, a changed one a new id, so results of different configs never mix.
 """
@@ -82,20 +88,57 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
 
 
-def _set(config: dict[str, Any], dotted: str, value: Any, where: str) -> None:
-    """Set `a.b.c` in nested dicts; the parent keys must exist (a typo must not create a new key)."""
-    *parents, last = dotted.split(".")
-    node = config
-    for depth, key in enumerate(parents):
-        if not isinstance(node, dict) or key not in node:
-            raise StudyError(f"{where}: override {dotted!r}: {'.'.join(parents[: depth + 1])!r} is not in the config.")
-        if node[key] is None:  # e.g. `corruption_args: null` receiving `corruption_args.p`
-            node[key] = {}
-        node = node[key]
-    if not isinstance(node, dict):
-        raise StudyError(f"{where}: override {dotted!r}: {'.'.join(parents)!r} is not a mapping.")
-    # A copy: the same study-file value lands in every run's config, and a later override may edit inside it.
-    node[last] = copy.deepcopy(value)
+_ABSENT = object()
+
+
+def _set(config: DictConfig, dotted: str, value: Any, where: str) -> None:
+    """Set `a.b.c` with OmegaConf.update; the parent keys must exist (a typo must not create a new key)."""
+    *parents, _ = dotted.split(".")
+    for depth in range(1, len(parents) + 1):
+        parent = ".".join(parents[:depth])
+        node = OmegaConf.select(config, parent, default=_ABSENT)
+        if node is _ABSENT:
+            raise StudyError(f"{where}: override {dotted!r}: {parent!r} is not in the config.")
+        if node is None:  # e.g. `corruption_args: null` receiving `corruption_args.p`
+            OmegaConf.update(config, parent, {}, merge=False)
+        elif not isinstance(node, DictConfig):
+            raise StudyError(f"{where}: override {dotted!r}: {parent!r} is not a mapping.")
+    # merge=False: the value replaces what is there, as a config file would. OmegaConf copies it into
+    # this run's config, so a later override that edits inside it never reaches another run.
+    OmegaConf.update(config, dotted, value, merge=False)
+
+
+def _compose(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Config files in order, as `--config A --config B` composes them (see the module docstring)."""
+    composed: dict[str, Any] = {}
+    for layer in layers:
+        _merge_into(composed, layer)
+    return composed
+
+
+def _merge_into(base: dict[str, Any], layer: dict[str, Any], top: bool = True) -> None:
+    for key, value in layer.items():
+        if isinstance(key, str) and key.endswith("+"):  # append, e.g. trainer.callbacks+
+            key = key[:-1]
+            present = base.get(key)
+            value = [*(present if isinstance(present, list) else []), *(value if isinstance(value, list) else [value])]
+            base[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and _merges(base.get(key), value, top or key == "init_args"):
+            _merge_into(base[key], value, top=False)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _merges(present: Any, new: dict[str, Any], section: bool) -> bool:
+    """Whether a mapping merges into the present one, as jsonargparse does: into a section (trainer,
+    model, data, a pipeline stage), init_args, or a class spec of the same class_path; a new class_path
+    replaces the whole spec, and any other mapping (a dict-typed value such as data.corruption_args)
+    replaces the present one."""
+    if not isinstance(present, dict):
+        return False
+    if "class_path" in present or "class_path" in new:
+        return present.get("class_path") == new.get("class_path", present.get("class_path"))
+    return section
 
 
 def _apply_callbacks(config: dict[str, Any], callbacks: dict[str, dict[str, Any]], where: str) -> None:
@@ -104,6 +147,10 @@ def _apply_callbacks(config: dict[str, Any], callbacks: dict[str, dict[str, Any]
     for name, args in callbacks.items():
         if name in names:
             names[name].setdefault("init_args", {}).update(args or {})
+
+
+def _load_configs(paths: list[Path], where: str) -> dict[str, Any]:
+    return _compose([_load_yaml(path, where) for path in paths])
 
 
 def _load_yaml(path: Path, where: str) -> dict[str, Any]:
@@ -152,7 +199,11 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
         if ("config" in spec) == ("pipeline" in spec):
             raise StudyError(f"{where} needs exactly one of 'config' (a fit) or 'pipeline' (a pretrain pipeline).")
         kind = "fit" if "config" in spec else "pretrain"
-        base = _find(spec["config" if kind == "fit" else "pipeline"], root)
+        key = "config" if kind == "fit" else "pipeline"
+        files = spec[key] if isinstance(spec[key], list) else [spec[key]]
+        if not files or not all(isinstance(f, str) for f in files):
+            raise StudyError(f"{where}: {key!r} must be a config file or a non-empty list of config files.")
+        base = [_find(f, root) for f in files]
         grid = spec.get("grid") or {}
         if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
             raise StudyError(f"{where}: 'grid' must map each dotted key to a non-empty list of values.")
@@ -160,16 +211,18 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
         for values in itertools.product(*grid.values()):
             labels = dict(zip(grid.keys(), values, strict=True))
             for seed in range(seeds_for(labels)):
-                config = _load_yaml(base, where)
+                config = OmegaConf.create(_load_configs(base, where))
                 overrides = {**(every_run if kind == "fit" else {}), **(spec.get("overrides") or {}), **labels}
-                for key, value in overrides.items():
-                    _set(config, key, value, where)
+                for dotted, value in overrides.items():
+                    _set(config, dotted, value, where)
                 if kind == "fit":
-                    _apply_callbacks(config, callbacks, where)
-                    config["seed_everything"] = seed
+                    _set(config, "seed_everything", seed, where)
                     _set(config, "data.seed", seed, where)
                 else:
-                    config["seed"] = seed
+                    _set(config, "seed", seed, where)
+                config = _plain(config)
+                if kind == "fit":
+                    _apply_callbacks(config, callbacks, where)
                 runs.append(RunSpec(experiment, kind, config, seed, labels))
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
