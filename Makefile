@@ -26,19 +26,20 @@ install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev t
 test: $(STAMP) ## Run the test suite on the bundled MNIST (about 100 s on 2 cores)
 	$(BIN)/python -m pytest -q
 
-train: $(STAMP) ## Train the basic AE (configs/basic_ae.yaml, the homework's setting), test it, evaluate it; logs in lightning_logs/
-	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml $(ARGS)
+EVALUATION := --config configs/fragments/evaluation.yaml
+train: $(STAMP) ## Train the basic AE (configs/basic_ae.yaml + the evaluation fragment), test it, evaluate it; logs in lightning_logs/
+	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml $(EVALUATION) $(ARGS)
 
-denoise: $(STAMP) ## Denoising AE, masking noise (configs/denoising_ae.yaml); run `make train` first for the plain-AE reference
-	$(BIN)/lightning-ae fit --config configs/denoising_ae.yaml $(ARGS)
+denoise: $(STAMP) ## Denoising AE, masking noise (configs/denoising_ae.yaml after basic_ae.yaml); run `make train` first for the plain-AE reference
+	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml --config configs/denoising_ae.yaml $(EVALUATION) $(ARGS)
 
-similarity: $(STAMP) ## Similarity reconstruction (configs/similarity_ae.yaml)
-	$(BIN)/lightning-ae fit --config configs/similarity_ae.yaml $(ARGS)
+similarity: $(STAMP) ## Similarity reconstruction (configs/similarity_ae.yaml after basic_ae.yaml)
+	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml --config configs/similarity_ae.yaml $(EVALUATION) $(ARGS)
 
 ACT ?= sigmoid
 pretrain: $(STAMP) ## Homework 2.4 for ACT=sigmoid|tanh|relu: classifier without pre-training, then the layer-wise pipeline
-	$(BIN)/lightning-ae fit --config configs/classifier.yaml --model.init_args.activation $(ACT) $(ARGS)
-	$(BIN)/lightning-ae pretrain --config configs/pretrain_$(ACT).yaml
+	$(BIN)/lightning-ae fit --config configs/basic_ae.yaml --config configs/classifier.yaml --model.init_args.activation $(ACT) $(ARGS)
+	$(BIN)/lightning-ae pretrain --config configs/pretrain.yaml --config configs/pretrain_$(ACT).yaml
 
 STUDY ?= configs/study/quick.yaml
 study: $(STAMP) ## Run a whole study (STUDY=configs/study/quick.yaml, under 15 min on 2 cores) and write its report

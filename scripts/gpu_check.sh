@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # make gpu-check: every config for one epoch on a CUDA device, each into a temporary log folder.
 #
-#   - every fit config (configs/*.yaml but pretrain_*): fit for 1 epoch, then test on the best
-#     checkpoint (the CLI's default), with every evaluation callback of the config;
+#   - every fit experiment (its config files, as `make train` and the studies compose them): fit for
+#     1 epoch, then test on the best checkpoint (the CLI's default), with every evaluation callback;
 #   - a predict on the basic AE's checkpoint (PredictionWriter);
-#   - every pre-training pipeline (configs/pretrain_*.yaml), 1 epoch per stage;
+#   - every pre-training pipeline (configs/pretrain.yaml + configs/pretrain_*.yaml), 1 epoch per stage;
 #   - the smoke study (configs/study/smoke.yaml), runs and report.
 #
 # One line per check (ok or FAILED, seconds), a summary, exit status 1 if any failed (the log of a
@@ -78,11 +78,28 @@ check() {
     fi
 }
 
-for config in configs/*.yaml; do
-    name=$(basename "$config" .yaml)
-    case $name in pretrain_*) continue ;; esac
+# Every fit experiment: NAME then its config files, in the order they compose (later ones override).
+BASIC=configs/basic_ae.yaml
+EVALUATION=configs/fragments/evaluation.yaml
+DENOISING="$BASIC configs/denoising_ae.yaml"
+EXPERIMENTS=(
+    "basic_ae $BASIC $EVALUATION"
+    "classifier $BASIC configs/classifier.yaml"
+    "conv_ae configs/conv_ae.yaml $EVALUATION"
+    "deep_ae $BASIC configs/deep_ae.yaml $EVALUATION"
+    "denoising_ae $DENOISING $EVALUATION"
+    "denoising_block $DENOISING configs/fragments/corruption_block.yaml $EVALUATION"
+    "denoising_gaussian $DENOISING configs/fragments/corruption_gaussian.yaml $EVALUATION"
+    "denoising_salt_and_pepper $DENOISING configs/fragments/corruption_salt_and_pepper.yaml $EVALUATION"
+    "denoising_strokes $DENOISING configs/fragments/corruption_strokes.yaml $EVALUATION"
+    "similarity_ae $BASIC configs/similarity_ae.yaml $EVALUATION"
+)
+for experiment in "${EXPERIMENTS[@]}"; do
+    read -r name files <<<"$experiment"
+    configs=()
+    for file in $files; do configs+=(--config "$file"); done
     check "$name" "$LOGS/fit/$name/version_0/results.json" \
-        "$PYTHON" -m lightning_ae fit --config "$config" --trainer.max_epochs 1 --trainer.accelerator "$ACCELERATOR" \
+        "$PYTHON" -m lightning_ae fit "${configs[@]}" --trainer.max_epochs 1 --trainer.accelerator "$ACCELERATOR" \
         --trainer.logger.init_args.save_dir "$LOGS/fit" --trainer.logger.init_args.name "$name" \
         --trainer.logger.init_args.version 0 "${FIT_ARGS[@]}"
 done
@@ -90,14 +107,14 @@ done
 # predict on the basic AE's best checkpoint: codes and reconstructions of the test set, to predictions.pt.
 best=$(ls "$LOGS"/fit/basic_ae/version_0/checkpoints/best-*.ckpt 2>/dev/null | head -n 1)
 check predict_basic_ae "$LOGS/predict/basic_ae/version_0/predictions.pt" \
-    "$PYTHON" -m lightning_ae predict --config configs/basic_ae.yaml --ckpt_path "${best:-no best checkpoint of basic_ae}" \
+    "$PYTHON" -m lightning_ae predict --config "$BASIC" --config "$EVALUATION" --ckpt_path "${best:-no best checkpoint of basic_ae}" \
     --trainer.accelerator "$ACCELERATOR" --trainer.logger.init_args.save_dir "$LOGS/predict" \
     --trainer.logger.init_args.name basic_ae --trainer.logger.init_args.version 0 "${FIT_ARGS[@]}"
 
 for config in configs/pretrain_*.yaml; do
     name=$(basename "$config" .yaml)
     check "$name" "$LOGS/$name/results.json" \
-        "$PYTHON" -m lightning_ae pretrain --config "$config" --layers.epochs 1 --frozen.epochs 1 --finetune.epochs 1 \
+        "$PYTHON" -m lightning_ae pretrain --config configs/pretrain.yaml --config "$config" --layers.epochs 1 --frozen.epochs 1 --finetune.epochs 1 \
         --accelerator "$ACCELERATOR" --output_dir "$LOGS/$name" "${PRETRAIN_ARGS[@]}"
 done
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_configs import EXPERIMENTS
 
 
 def run(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -46,10 +47,10 @@ def small_copy_of(config_name: str, folder: Path) -> Path:
     from conftest import REPO
 
     config = yaml.safe_load((REPO / "configs" / config_name).read_text())
-    for callback in config["trainer"]["callbacks"]:
+    for callback in [*config["trainer"].get("callbacks", []), *config["trainer"].get("callbacks+", [])]:
         name = callback["class_path"].rsplit(".", 1)[-1]
         callback.setdefault("init_args", {}).update(SMALL.get(name, {}))
-    path = folder / config_name
+    path = folder / Path(config_name).name
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -62,6 +63,8 @@ def test_fit_on_a_tiny_slice_trains_tests_and_writes_every_output(tmp_path):
         "fit",
         "--config",
         str(small_copy_of("basic_ae.yaml", tmp_path)),
+        "--config",
+        str(small_copy_of("fragments/evaluation.yaml", tmp_path)),
         "--data.train_subset",
         "256",
         "--trainer.max_epochs",
@@ -131,20 +134,21 @@ def test_make_tensorboard_listens_on_loopback_by_default():
     assert "--host 0.0.0.0" in exposed.stdout
 
 
-FIT_CONFIGS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-FIT_CONFIGS = [name for name in FIT_CONFIGS if not name.startswith("pretrain_")]
+# Every fit experiment as its config files compose (tests/test_configs.py lists them and checks that
+# configs/study/standard.yaml composes them alike).
+FIT_CONFIGS = EXPERIMENTS
 
 
-@pytest.mark.parametrize("config", FIT_CONFIGS)
+@pytest.mark.parametrize("config", sorted(FIT_CONFIGS))
 def test_every_config_parses_and_builds_its_model_and_callbacks(config, capsys):
     from conftest import REPO
 
     from lightning_ae.callbacks import EmbeddingProjector, KNNEvaluator, PCABaseline, ReconstructionGrid, TSNEPlot
     from lightning_ae.cli import lightning_cli
 
-    cli = lightning_cli(["--config", str(REPO / "configs" / config)], run=False)
+    cli = lightning_cli([arg for file in FIT_CONFIGS[config] for arg in ("--config", str(REPO / file))], run=False)
     kinds = {type(c) for c in cli.trainer.callbacks}
-    if config != "classifier.yaml":  # every autoencoder config turns the evaluation on
+    if config != "classifier":  # every autoencoder experiment turns the evaluation on
         assert {KNNEvaluator, PCABaseline, ReconstructionGrid, TSNEPlot, EmbeddingProjector} <= kinds
     assert cli.model.input_shape == cli.datamodule.input_shape
 
@@ -157,7 +161,8 @@ def test_every_pipeline_config_parses(config, capsys, tmp_path):
 
     # An output folder holding another config's pipeline.json makes the command stop before training.
     (tmp_path / "pipeline.json").write_text('{"config": {"activation": "none"}}')
-    assert main(["pretrain", "--config", str(REPO / "configs" / config), "--output_dir", str(tmp_path)]) == 2
+    configs = ["--config", str(REPO / "configs" / "pretrain.yaml"), "--config", str(REPO / "configs" / config)]
+    assert main(["pretrain", *configs, "--output_dir", str(tmp_path)]) == 2
     assert "holds stages of another pipeline config (activation: 'none' there" in capsys.readouterr().err
 
 
@@ -168,7 +173,8 @@ def test_the_homework_optimizer_is_one_config_file_away(capsys):
     from lightning_ae.cli import lightning_cli
 
     fragment = REPO / "configs" / "fragments" / "homework_sgd.yaml"
-    cli = lightning_cli(["--config", str(REPO / "configs" / "basic_ae.yaml"), "--config", str(fragment)], run=False)
+    basic = ["--config", str(REPO / "configs" / "basic_ae.yaml"), "--config", str(REPO / EXPERIMENTS["basic_ae"][1])]
+    cli = lightning_cli([*basic, "--config", str(fragment)], run=False)  # as make train ARGS="--config ..." runs it
     optimizer = cli.model.optimizer_factory(cli.model.parameters())
     assert type(optimizer) is torch.optim.SGD and optimizer.defaults["lr"] == 1.0
     assert cli.model.scheduler_factory is None and cli.datamodule.batch_size == 32 and cli.trainer.max_epochs == 50
