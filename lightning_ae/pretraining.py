@@ -43,9 +43,10 @@ from lightning_ae.data import ImageDataModule
 from lightning_ae.data.tensors import TensorDataModule
 from lightning_ae.files import write_json
 from lightning_ae.models import Autoencoder, Classifier
-from lightning_ae.models.base import OptimizerFactory, SchedulerFactory
 from lightning_ae.models.classifier import sgd_momentum
 from lightning_ae.models.layers import ACTIVATIONS
+from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
+from lightning_ae.strategies import GroupedSteps
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ class Stage:
 
     epochs: int = 20
     batch_size: int = 25
-    optimizer: OptimizerFactory = field(default=sgd_momentum)
-    scheduler: SchedulerFactory | None = None
+    optimizer: OptimizerCallable = field(default=sgd_momentum)
+    scheduler: LRSchedulerCallable | None = None
     patience: int | None = None
 
 
@@ -77,6 +78,8 @@ class LayerwisePretraining:
         dataset, val_size, train_subset, seed: the data, as in ImageDataModule.
         output_dir: where the stages go.
         accelerator, devices: passed to every stage's Trainer.
+        grouped_steps: train each stage on the speed path (`lightning_ae.strategies.GroupedSteps`, one
+            device); false: Lightning's default strategy (e.g. for several devices).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class LayerwisePretraining:
         output_dir: str = "lightning_logs/pretrain",
         accelerator: str = "auto",
         devices: int | str = 1,
+        grouped_steps: bool = True,
         resolved_config: dict[str, Any] | None = None,
     ) -> None:
         if activation not in RECONSTRUCTION or activation not in ACTIVATIONS:
@@ -111,7 +115,7 @@ class LayerwisePretraining:
         self.activation, self.hidden_dims = activation, hidden_dims
         self.data_args = {"dataset": dataset, "val_size": val_size, "train_subset": train_subset, "seed": seed}
         self.seed, self.output_dir = seed, Path(output_dir)
-        self.accelerator, self.devices = accelerator, devices
+        self.accelerator, self.devices, self.grouped_steps = accelerator, devices, grouped_steps
         # The config that defines the results (for pipeline.json and each stage's results.json).
         self.config = resolved_config or {
             "activation": activation,
@@ -135,7 +139,8 @@ class LayerwisePretraining:
     def _claim_output_dir(self) -> None:
         """Refuse to mix: the folder's stages must come from this same config."""
         record = self.output_dir / "pipeline.json"
-        defining = {k: v for k, v in self.config.items() if k not in ("accelerator", "devices", "output_dir")}
+        how = ("accelerator", "devices", "grouped_steps", "output_dir")  # where and how fast, not what
+        defining = {k: v for k, v in self.config.items() if k not in how}
         if record.exists():
             previous = json.loads(record.read_text()).get("config", {})
             differing = sorted(k for k in set(previous) | set(defining) if previous.get(k) != defining.get(k))
@@ -164,6 +169,7 @@ class LayerwisePretraining:
             max_epochs=stage.epochs,
             accelerator=self.accelerator,
             devices=self.devices,
+            strategy=GroupedSteps() if self.grouped_steps else "auto",
             logger=TensorBoardLogger(self.output_dir, name=name, version=""),
             callbacks=[
                 ModelCheckpoint(

@@ -21,7 +21,7 @@ DIVERGING = [
 def test_a_diverging_fit_stops_with_the_epoch_step_and_advice(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     argv = ["fit", "--config", str(REPO / "configs" / "basic_ae.yaml"), "--data.train_subset", "640"]
-    argv += ["--trainer.max_epochs", "3", "--data.group_batches", "1", *DIVERGING]
+    argv += ["--trainer.max_epochs", "3", *DIVERGING]
     assert main(argv) == 3
     assert "training diverged at epoch 0, step" in caplog.text and "lower learning rate" in caplog.text
     [results_file] = tmp_path.glob("lightning_logs/*/version_0/results.json")
@@ -45,7 +45,6 @@ name: diverge
 every_run:
   trainer.max_epochs: 2
   data.train_subset: 640
-  data.group_batches: 1
   data.batch_size: 32
   model.init_args.optimizer: {{class_path: torch.optim.SGD, init_args: {{lr: 1.0}}}}
   model.init_args.scheduler: null

@@ -19,7 +19,7 @@ from torch import Tensor
 from lightning_ae.checks import check_positive_int
 from lightning_ae.data.corruptions import Corruption, build_corruption
 from lightning_ae.data.datasets import RawDataset, get_spec, load_dataset
-from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData, derive_seed, group_size
+from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData, derive_seed
 from lightning_ae.data.pairs import similarity_pairs
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,6 @@ class ImageDataModule(pl.LightningDataModule):
             (the dataset spec's `image_shape`).
         batch_size: training batch size.
         eval_batch_size: batch size for validation, test and predict (does not change any metric).
-        group_batches: training batches handed to the model per Lightning step, for models
-            that accept groups (one optimizer update per batch, the same updates as one batch
-            per step, less trainer overhead); null: about 4,096 images per step; 1: no grouping.
         corruption: name of a corruption in `lightning_ae.data.corruptions.CORRUPTIONS`, or null.
         corruption_args: its parameters, e.g. `{p: 0.5}` for masking.
         pairs: similarity-pairs mode (homework 2.3).
@@ -68,7 +65,6 @@ class ImageDataModule(pl.LightningDataModule):
         layout: str = "flat",
         batch_size: int = 32,
         eval_batch_size: int = 1000,
-        group_batches: int | None = None,
         corruption: str | None = None,
         corruption_args: dict[str, Any] | None = None,
         pairs: bool = False,
@@ -92,7 +88,6 @@ class ImageDataModule(pl.LightningDataModule):
         for name, value, allow_none in (
             ("batch_size", batch_size, False),
             ("eval_batch_size", eval_batch_size, False),
-            ("group_batches", group_batches, True),
             ("pair_objects", pair_objects, True),
             ("train_subset", train_subset, True),
         ):
@@ -111,7 +106,7 @@ class ImageDataModule(pl.LightningDataModule):
             check_positive_int("sim", sim)
         self.save_hyperparameters()
         self.dataset, self.data_dir, self.val_size, self.layout = dataset, data_dir, val_size, layout
-        self.batch_size, self.eval_batch_size, self.group_batches = batch_size, eval_batch_size, group_batches
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.pairs, self.sim, self.pair_objects, self.train_subset = pairs, sim, pair_objects, train_subset
         self.seed, self.cache_dir, self.download = seed, cache_dir, download
         self.data_on_device = data_on_device
@@ -223,10 +218,7 @@ class ImageDataModule(pl.LightningDataModule):
         return InMemoryLoader(split, sampler)
 
     def train_dataloader(self) -> InMemoryLoader:
-        loader = self._loader("train", self.batch_size, shuffle=True)
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        loader.group = group_size(self.batch_size, self.group_batches, model)
-        return loader
+        return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> InMemoryLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)

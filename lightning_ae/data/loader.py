@@ -148,8 +148,8 @@ class EpochBatchSampler:
 class InMemoryLoader:
     """An iterable of `(input, target, label)` batches over a `SplitData`.
 
-    With `group > 1` it yields lists of up to `group` consecutive batches instead (for
-    `GroupedSteps` models: one Lightning step, one optimizer update per batch).
+    With `group > 1` it yields lists of up to `group` consecutive batches instead; the speed
+    path (`lightning_ae.strategies.GroupedSteps`) sets it for the training loader.
     """
 
     def __init__(self, split: SplitData, sampler: EpochBatchSampler, group: int = 1) -> None:
@@ -172,7 +172,7 @@ class InMemoryLoader:
         if state.get("group", self.group) != self.group:
             raise ValueError(
                 f"the checkpoint was taken with {state['group']} batches per step and this run has {self.group}: "
-                "resume with the same data.batch_size and data.group_batches."
+                "resume with the same data.batch_size and trainer.strategy (GroupedSteps' batches_per_step)."
             )
         self._resume = dict(state)
 
@@ -203,19 +203,3 @@ class InMemoryLoader:
             ]
             self._yielded += 1
             yield batches[0] if self.group == 1 else batches
-
-
-GROUP_IMAGES = 4096  # images per Lightning step when batches are grouped automatically
-
-
-def group_size(batch_size: int, group_batches: int | None, model: object) -> int:
-    """How many training batches go to the model per Lightning step.
-
-    Only a model that declares `accepts_batch_groups` (see `lightning_ae.models.steps`)
-    gets groups; `group_batches=None` picks enough batches for about `GROUP_IMAGES` images.
-    """
-    if not getattr(model, "accepts_batch_groups", False):
-        return 1
-    if group_batches is not None:
-        return group_batches
-    return max(1, GROUP_IMAGES // batch_size)

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 from torch import Tensor
 
 from lightning_ae.data.datamodule import STAGES
-from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData, group_size
+from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -25,7 +25,6 @@ class TensorDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 1000,
         seed: int = 0,
-        group_batches: int | None = None,
     ) -> None:
         super().__init__()
         if set(splits) != set(STAGES):
@@ -39,7 +38,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.splits = {stage: SplitData(images=x, labels=y.long()) for stage, (x, y) in splits.items()}
         self.input_shape: tuple[int, ...] = widths.pop()
         self.class_names, self.batch_size, self.eval_batch_size = class_names, batch_size, eval_batch_size
-        self.seed, self.group_batches = seed, group_batches
+        self.seed = seed
 
     def split(self, stage: str) -> SplitData:
         return self.splits[stage]
@@ -54,9 +53,7 @@ class TensorDataModule(pl.LightningDataModule):
         return InMemoryLoader(split, EpochBatchSampler(len(split), batch_size, shuffle, self.seed, rank, world))
 
     def train_dataloader(self) -> InMemoryLoader:
-        loader = self._loader("train", self.batch_size, shuffle=True)
-        loader.group = group_size(self.batch_size, self.group_batches, self.trainer and self.trainer.lightning_module)
-        return loader
+        return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> InMemoryLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from lightning_ae.checks import MNIST_PIXELS
-from lightning_ae.models.base import AutoencoderBase, OptimizerFactory, SchedulerFactory, sgd_lr1
+from lightning_ae.models.base import AutoencoderBase, sgd_lr1
 from lightning_ae.models.layers import activation as make_activation
 from lightning_ae.models.layers import check_code_dim
+from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
 
 
 class Autoencoder(AutoencoderBase):
@@ -43,8 +44,8 @@ class Autoencoder(AutoencoderBase):
         code_activation: str | None = None,
         decoder_activation: str | None = None,
         loss: str = "bce",
-        optimizer: OptimizerFactory = sgd_lr1,
-        scheduler: SchedulerFactory | None = None,
+        optimizer: OptimizerCallable = sgd_lr1,
+        scheduler: LRSchedulerCallable | None = None,
         input_shape: tuple[int, ...] = (MNIST_PIXELS,),
         output_activation: str = "sigmoid",
         center_inputs: bool = True,

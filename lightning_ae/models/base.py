@@ -15,17 +15,14 @@ encoder sits for epochs on the plateau where every input gets the mean image.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ae.models.layers import check_loss, check_output
-from lightning_ae.models.steps import GroupedSteps
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, TrainableModule
 
 
 def sgd_lr1(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -33,7 +30,7 @@ def sgd_lr1(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=1.0)
 
 
-class AutoencoderBase(GroupedSteps):
+class AutoencoderBase(TrainableModule):
     encoder: nn.Module
     decoder: nn.Module
 
@@ -42,13 +39,13 @@ class AutoencoderBase(GroupedSteps):
         input_shape: tuple[int, ...],
         code_dim: int,
         loss: str,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None,
+        optimizer: OptimizerCallable,
+        scheduler: LRSchedulerCallable | None,
         output_activation: str = "sigmoid",
         center_inputs: bool = True,
         init_output_bias: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         self.input_shape = tuple(input_shape)
         self.input_dim = math.prod(self.input_shape)
         self.center_inputs, self.init_output_bias = center_inputs, init_output_bias
@@ -58,8 +55,6 @@ class AutoencoderBase(GroupedSteps):
         self.loss_name = check_loss(loss)
         check_output(output_activation, loss)
         self.output_activation = output_activation
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
 
     def encode(self, x: Tensor) -> Tensor:
         """The code of each input, shape (N, code_dim)."""
@@ -120,29 +115,34 @@ class AutoencoderBase(GroupedSteps):
             return F.binary_cross_entropy_with_logits(logits, target)
         return F.mse_loss(self.activate_output(logits), target)
 
-    def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+    def shared_step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+        """The reconstruction loss of a batch, logged as `<stage>/loss`: train, validation and test alike
+        (the test also logs the errors per pixel and per image)."""
         inputs, target, _ = batch
-        loss = self.reconstruction_loss(self.decode_logits(self.encode(inputs)), target)
+        logits = self.decode_logits(self.encode(inputs))
+        loss = self.reconstruction_loss(logits, target)
         # sync_dist: under DDP each rank holds a disjoint shard; the epoch value is their mean (one reduction
         # per epoch, none on one device), so every rank's checkpointing sees the same val/loss.
         self.log(
             f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(inputs), sync_dist=True
         )
+        if stage == "test":
+            self.log_test_errors(logits, target)
         return loss
 
-    def training_loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        inputs, target, _ = batch
-        return self.reconstruction_loss(self.decode_logits(self.encode(inputs)), target)
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self.shared_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        inputs, target, _ = batch
-        logits = self.decode_logits(self.encode(inputs))
-        n = len(inputs)
+        self.shared_step(batch, "test")
+
+    def log_test_errors(self, logits: Tensor, target: Tensor) -> None:
+        n = len(target)
         mse = (self.activate_output(logits) - target).pow(2).view(n, -1)
-        # "per_pixel": mean over pixels and images; "per_image": summed over an image's pixels, mean over images.
+        # "per_pixel": mean over pixels and images; "per_image": summed over the pixels, mean over images.
         metrics = {"test/mse_per_pixel": mse.mean(), "test/mse_per_image": mse.sum(dim=1).mean()}
         if self.output_activation == "sigmoid":  # BCE scores probabilities only
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").view(n, -1)

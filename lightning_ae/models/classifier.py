@@ -11,10 +11,9 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ae.checks import MNIST_PIXELS
-from lightning_ae.models.base import OptimizerFactory, SchedulerFactory
 from lightning_ae.models.layers import activation as make_activation
 from lightning_ae.models.layers import check_code_dim
-from lightning_ae.models.steps import GroupedSteps
+from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, TrainableModule
 
 
 def sgd_momentum(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -22,7 +21,10 @@ def sgd_momentum(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
 
-class Classifier(GroupedSteps):
+EVALUATED = ("val", "test")  # the stages whose accuracy is measured
+
+
+class Classifier(TrainableModule):
     """input -> hidden_dims (with `activation`) -> num_classes, trained with softmax cross-entropy.
 
     The loss is `F.cross_entropy` on the logits: softmax plus categorical cross-entropy,
@@ -45,11 +47,11 @@ class Classifier(GroupedSteps):
         activation: str = "sigmoid",
         num_classes: int = 10,
         freeze_hidden: bool = False,
-        optimizer: OptimizerFactory = sgd_momentum,
-        scheduler: SchedulerFactory | None = None,
+        optimizer: OptimizerCallable = sgd_momentum,
+        scheduler: LRSchedulerCallable | None = None,
         input_shape: tuple[int, ...] = (MNIST_PIXELS,),
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         hidden_dims = [1000, 1000] if hidden_dims is None else list(hidden_dims)
         for size in hidden_dims:
             check_code_dim(size, "hidden_dims")
@@ -59,7 +61,6 @@ class Classifier(GroupedSteps):
             raise ValueError("freeze_hidden=True needs at least one hidden layer; hidden_dims is empty.")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.input_shape = tuple(input_shape)
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         sizes = [math.prod(self.input_shape), *hidden_dims]
         layers: list[nn.Module] = [nn.Flatten()]
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -68,8 +69,9 @@ class Classifier(GroupedSteps):
         self.output = nn.Linear(sizes[-1], num_classes)  # logits; softmax is inside the loss
         self.freeze_hidden = freeze_hidden
         self.hidden.requires_grad_(not freeze_hidden)
-        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
-        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        # One accuracy per evaluated stage (a metric accumulates until its epoch ends); none in training, where
+        # the loss is what is optimized and an accuracy would cost a sync per epoch for nothing.
+        self.accuracy = nn.ModuleDict({stage: MulticlassAccuracy(num_classes, average="micro") for stage in EVALUATED})
 
     @property
     def hidden_linears(self) -> list[nn.Linear]:
@@ -98,29 +100,33 @@ class Classifier(GroupedSteps):
         """The last hidden layer: what the evaluation callbacks (kNN, t-SNE) look at."""
         return self.hidden(x)
 
-    def training_loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        inputs, _, labels = batch
-        return F.cross_entropy(self(inputs), labels)
-
-    def _evaluate(self, batch: tuple[Tensor, Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
+    def shared_step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+        """The cross-entropy of a batch, logged as `<stage>/loss`, and for val and test the accuracy."""
         inputs, _, labels = batch
         logits = self(inputs)
-        accuracy.update(logits.argmax(dim=1), labels)
         loss = F.cross_entropy(logits, labels)
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(inputs), sync_dist=True)
-        self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=stage == "val")
+        n, shown = len(inputs), stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=shown, batch_size=n, sync_dist=True)
+        if stage in self.accuracy:
+            accuracy = self.accuracy[stage]
+            accuracy.update(logits.argmax(dim=1), labels)
+            self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_accuracy)
+        self.shared_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_accuracy)
+        self.shared_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/error", 1.0 - self.val_accuracy.compute())
+        self.log("val/error", 1.0 - self.accuracy["val"].compute())
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/error", 1.0 - self.test_accuracy.compute())
+        self.log("test/error", 1.0 - self.accuracy["test"].compute())
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         inputs, _, labels = batch

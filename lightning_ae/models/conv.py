@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from lightning_ae.checks import MNIST_SHAPE
-from lightning_ae.models.base import AutoencoderBase, OptimizerFactory, SchedulerFactory
+from lightning_ae.models.base import AutoencoderBase
 from lightning_ae.models.layers import check_code_dim
+from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
 
 
 def adam(params) -> torch.optim.Optimizer:
@@ -52,8 +53,8 @@ class ConvAutoencoder(AutoencoderBase):
         kernel_size: int = 3,
         code_dim: int | None = None,
         loss: str = "bce",
-        optimizer: OptimizerFactory = adam,
-        scheduler: SchedulerFactory | None = None,
+        optimizer: OptimizerCallable = adam,
+        scheduler: LRSchedulerCallable | None = None,
         input_shape: tuple[int, ...] = MNIST_SHAPE,
         center_inputs: bool = True,
         init_output_bias: bool = True,

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lightning_ae.experiment import lightning_cli, run_pipeline
 from lightning_ae.files import atomic_write, write_json
 from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.spec import RunSpec, Study
@@ -172,12 +173,8 @@ def execute(run: RunSpec, run_dir: Path) -> None:
     """Train, test and evaluate one run in this process; results.json appears in run_dir when it finished."""
     config_file = _write_run_files(run, run_dir)
     if run.kind == "pretrain":
-        from lightning_ae.cli import pretrain
-
-        pretrain(["--config", str(config_file), "--output_dir", str(run_dir)])
+        run_pipeline(["--config", str(config_file), "--output_dir", str(run_dir)])
         return
-    from lightning_ae.cli import lightning_cli
-
     args = ["fit", "--config", str(config_file)]
     # Logs, checkpoints and results.json straight into the run's folder (no name/version subfolders).
     args += ["--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.logger.init_args.name", ""]

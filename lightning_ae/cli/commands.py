@@ -1,0 +1,142 @@
+"""The `lightning-ae` command: the Lightning CLI (`fit`, `validate`, `test`, `predict`) plus its own commands.
+
+lightning-ae fit --config configs/basic_ae.yaml [--model.init_args.code_dim 8 ...]
+lightning-ae describe --config configs/conv_ae.yaml   (the shape after every layer)
+lightning-ae pretrain --config configs/pretrain_sigmoid.yaml   (homework 2.4 pipeline)
+lightning-ae study configs/study/quick.yaml   (a grid of runs, then its report)
+lightning-ae report configs/study/quick.yaml   (the report from the runs present)
+lightning-ae data [--dataset mnist] [--layout image]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lightning_ae.callbacks.results import diverged
+from lightning_ae.cli.errors import check_files, translated
+from lightning_ae.data import DATASETS, ImageDataModule
+from lightning_ae.data.datamodule import LAYOUTS
+from lightning_ae.experiment import lightning_cli, run_pipeline
+from lightning_ae.study.report import write_report
+from lightning_ae.study.runner import Shard, run_study, select, summary_table
+from lightning_ae.study.spec import Study, load_study
+
+
+def fit_and_friends(argv: list[str] | None) -> int:
+    """Lightning's own subcommands (fit, validate, test, predict) on a config."""
+    # argv=None lets LightningCLI read sys.argv itself (passing both makes it warn).
+    cli = lightning_cli(argv)
+    # A diverged run has already said where and what to try (DivergenceGuard logs it).
+    return 3 if diverged(cli.trainer) is not None else 0
+
+
+def pretrain(argv: list[str]) -> int:
+    """Greedy layer-wise pre-training, then frozen and fine-tuned classifiers (homework 2.4); resumable."""
+    summary = run_pipeline(argv)
+    print(f"{'stage':10s} {'test acc':>9s} {'test error':>11s} {'epochs':>7s}")
+    for name, row in summary["stages"].items():
+        print(f"{name:10s} {row['test/acc']:9.4f} {row['test/error']:11.4f} {row['epochs']:7d}")
+    return 0
+
+
+def _study_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The arguments `study` and `report` share: which study, its seeds, where its runs and report go."""
+    parser = argparse.ArgumentParser(prog=f"lightning-ae {name}", description=description)
+    parser.add_argument("study_file", help="e.g. configs/study/quick.yaml")
+    parser.add_argument("--seeds", type=int, default=None, help="repeat every run with seeds 0..N-1")
+    parser.add_argument("--folder", default=None, help="where the runs go (default: studies/<name>)")
+    parser.add_argument("--report", default=None, help="where the report goes (default: reports/<name>)")
+    return parser
+
+
+def _load_study(args: argparse.Namespace) -> tuple[Study, Path]:
+    spec = load_study(args.study_file, seeds=args.seeds)
+    return spec, Path(args.folder or Path("studies") / spec.name)
+
+
+def _write_report(spec: Study, folder: Path, args: argparse.Namespace) -> None:
+    markdown, page = write_report(spec, folder, Path(args.report or Path("reports") / spec.name))
+    print(f"report: {markdown} and {page}")
+
+
+def study(argv: list[str]) -> int:
+    """Run a study (experiments x grids x seeds), resumable and shardable, then write its report."""
+    parser = _study_parser("study", study.__doc__)
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
+    parser.add_argument("--only", default=None, help="run only runs whose id or experiment matches this pattern")
+    parser.add_argument("--shard", default=None, help="K/N: run the K-th of N disjoint parts (e.g. a SLURM array)")
+    args = parser.parse_args(argv)
+    spec, folder = _load_study(args)
+    shard = Shard.parse(args.shard) if args.shard else None
+    print(f"study {spec.name}: {len(spec.runs)} runs{f', shard {args.shard}' if shard else ''}; folder {folder}")
+    outcome = run_study(spec, folder, shard=shard, only=args.only, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
+    print(summary_table(select(spec, shard, args.only), folder))
+    print(f"study {spec.name}: " + ", ".join(f"{len(ids)} {name}" for name, ids in outcome.items()))
+    if shard is None and not args.only:
+        _write_report(spec, folder, args)
+    return 1 if outcome["failed"] else 0
+
+
+def report(argv: list[str]) -> int:
+    """Write the report of a study from whatever results are present (after shards, or while it runs)."""
+    args = _study_parser("report", report.__doc__).parse_args(argv)
+    spec, folder = _load_study(args)
+    _write_report(spec, folder, args)
+    return 0
+
+
+def describe(argv: list[str]) -> int:
+    """Print the model of a config layer by layer: the shape after every layer and its parameters."""
+    cli = lightning_cli(argv, run=False)
+    print(cli.model.describe())
+    total = sum(p.numel() for p in cli.model.parameters())
+    print(f"{type(cli.model).__name__}: {total:,} parameters; input {cli.datamodule.input_shape}")
+    return 0
+
+
+def data_check(argv: list[str]) -> int:
+    """Load, verify and describe a dataset's splits, and draw one batch of each."""
+    parser = argparse.ArgumentParser(prog="lightning-ae data", description=data_check.__doc__)
+    parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    parser.add_argument("--data-dir", default=None, help="folder with the IDX files (default: bundled data)")
+    parser.add_argument("--layout", default="flat", choices=LAYOUTS)
+    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    datamodule = ImageDataModule(
+        dataset=args.dataset, data_dir=args.data_dir, layout=args.layout, val_size=args.val_size, seed=args.seed
+    )
+    datamodule.prepare_data()
+    datamodule.setup()
+    print(datamodule.describe())
+    loaders = (
+        ("train", datamodule.train_dataloader()),
+        ("val", datamodule.val_dataloader()),
+        ("test", datamodule.test_dataloader()),
+    )
+    for stage, loader in loaders:
+        inputs, targets, labels = next(iter(loader))
+        print(
+            f"  first {stage} batch: input {tuple(inputs.shape)} in [{inputs.min():.2f}, {inputs.max():.2f}], "
+            f"target {tuple(targets.shape)}, labels {tuple(labels.shape)}; {len(loader)} batches"
+        )
+    return 0
+
+
+COMMANDS = {"data": data_check, "describe": describe, "pretrain": pretrain, "study": study, "report": report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+
+    def dispatch() -> int:
+        check_files(args)
+        if args and args[0] in COMMANDS:
+            return COMMANDS[args[0]](args[1:])
+        return fit_and_friends(argv)
+
+    return translated(dispatch)

@@ -1,0 +1,120 @@
+"""What a user sees when something is wrong: one line that names the problem, and an exit code.
+
+Config and checkpoint files named on the command line are checked before Lightning opens
+them; known exceptions become `lightning-ae: error: ...` lines (set LIGHTNING_AE_DEBUG=1 for
+the traceback of an unexpected one).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+from argparse import ArgumentError
+from collections.abc import Callable
+from pathlib import Path
+
+from lightning_ae.callbacks import RunInterrupted
+from lightning_ae.experiment import check_checkpoint_file
+
+_PARSE_NOISE = (
+    "Given value",
+    "Subtypes:",
+    "Errors:",
+    "Does not validate against any",
+    "- Expected a <class 'NoneType'>",
+    "- Problem with given class_path",
+    "Given value type:",
+    # why a value is not some other kind of callback/model entry: never the user's problem
+    "Not a valid subclass of",
+    "Subclass types expect one of",
+    "- a class path (str)",
+    "- a dict with",
+    "- a dict without",
+)
+
+
+def concise_error(message: str) -> str:
+    """The part of a (jsonargparse) error message that names the problem, on one line.
+
+    For a subclass-typed key such as `model`, jsonargparse lists why each candidate type
+    failed (including "Expected a <class 'NoneType'>") and repeats the whole given value;
+    keep the keys and the reasons. A one-line message passes through unchanged.
+    """
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    reasons = []
+    for line in (line.strip() for line in message.splitlines()):
+        line = re.sub(r'^Parser key "[^"]+":\s*', "", line)  # the key is named once, in front
+        if line and not line.startswith(_PARSE_NOISE):
+            reasons.append(line.removeprefix("- "))
+    where = ".".join(dict.fromkeys(keys))
+    text = "; ".join(dict.fromkeys(reasons)) or message.strip().splitlines()[0]
+    return f"{where}: {text}" if where else text
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    values = [value for name, value in zip(args, args[1:], strict=False) if name == flag]
+    return values + [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{flag}=")]
+
+
+def check_files(args: list[str]) -> None:
+    """Config and checkpoint files named on the command line, checked before Lightning opens them.
+
+    LightningCLI reads a checkpoint while it parses (for its hyperparameters), so a truncated
+    one would otherwise fail with a bare OSError.
+    """
+    for path in flag_values(args, "--ckpt_path"):
+        check_checkpoint_file(path)
+    check_config_files(flag_values(args, "--config"))
+
+
+def check_config_files(files: list[str]) -> None:
+    """Each `--config FILE` must be a YAML mapping; say which file and where, before Lightning sees it."""
+    import yaml
+
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue  # the parser names a missing file itself
+        try:
+            content = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            where = getattr(err, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"config {name}: not valid YAML{at}: {problem}.") from None
+        if not isinstance(content, dict):
+            found = "an empty file" if content is None else f"a {type(content).__name__}"
+            raise ValueError(f"config {name}: expected a mapping of sections (trainer, model, data), found {found}.")
+
+
+def translated(command: Callable[[], int]) -> int:
+    """Run `command`; a known failure is one line on stderr and an exit code (2: bad input, 130/143: a signal)."""
+    try:
+        return command()
+    except RunInterrupted as err:
+        print(f"lightning-ae: {err}", file=sys.stderr)
+        return err.exit_code
+    except pickle.UnpicklingError as err:
+        print(
+            "lightning-ae: error: the checkpoint holds Python objects that a safe load refuses (it could run code "
+            f"when loaded): {str(err).strip().splitlines()[-1]}. Load only checkpoints written by lightning-ae; "
+            "for a file you trust, pass --weights_only false.",
+            file=sys.stderr,
+        )
+        return 2
+    except ArgumentError as err:
+        print(f"lightning-ae: error: {concise_error(str(err))}", file=sys.stderr)
+        print("  (see `lightning-ae <subcommand> --help` for every option)", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as err:
+        # A plain user mistake (bad value, missing file) is one line, not a traceback wall.
+        print(f"lightning-ae: error: {concise_error(str(err))}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        if os.environ.get("LIGHTNING_AE_DEBUG"):
+            raise
+        print(f"lightning-ae: error: {err}", file=sys.stderr)
+        print("  (set LIGHTNING_AE_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 2

@@ -1,0 +1,209 @@
+"""Run one config: a fit through the Lightning CLI, or a layer-wise pre-training pipeline.
+
+The `lightning-ae` command (`lightning_ae.cli`) and the study runner (`lightning_ae.study`)
+both run configs through this module, which knows neither of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from lightning_ae.callbacks import DivergenceGuard, GracefulInterruption, PredictionWriter, ResultsJSON
+from lightning_ae.callbacks.results import diverged
+from lightning_ae.data import ImageDataModule
+from lightning_ae.pretraining import LayerwisePretraining
+
+DEFAULT_LOG_DIR = "lightning_logs"
+TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
+AUTO_NAME = "auto"
+PROGRESS_BAR = "pytorch_lightning.callbacks.TQDMProgressBar"
+PROGRESS_REFRESH_STEPS = 50
+
+
+def run_name(model_config, data_config=None) -> str:
+    """A run name that says what the run is: model, d', activation, and the corruption or pairs mode."""
+    args = model_config.init_args
+    kind = model_config.class_path.rsplit(".", 1)[-1]
+    parts = [kind]
+    hidden = getattr(args, "hidden_dims", None)
+    if hidden:
+        parts.append("x".join(str(h) for h in hidden))
+    if getattr(args, "code_dim", None) is not None:
+        parts.append(f"d{args.code_dim}")
+    if getattr(args, "activation", None):
+        parts.append(args.activation)
+    if data_config is not None and data_config.get("corruption"):
+        values = "".join(f"{k}{v}" for k, v in sorted((data_config.get("corruption_args") or {}).items()))
+        parts.append(f"{data_config.corruption}{('-' + values) if values else ''}")
+    if data_config is not None and data_config.get("pairs"):
+        parts.append(f"pairs{data_config.get('sim')}")
+    return "-".join(parts)
+
+
+class AutoencoderCLI(LightningCLI):
+    """LightningCLI for lightning-ae's models on ImageDataModule; `fit` ends with `test` on the best checkpoint."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The model's input shape follows from the data's layout.
+        parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+        # TensorBoard under lightning_logs/<run name>/version_N; --trainer.logger.init_args.save_dir moves the root.
+        parser.set_defaults(
+            {
+                "trainer.logger": {
+                    "class_path": TENSORBOARD,
+                    "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": AUTO_NAME},
+                }
+            }
+        )
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="after fit, run test on the best checkpoint (by val/loss)"
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        if logger in (None, True):
+            logger = config.trainer.logger = Namespace(
+                class_path=TENSORBOARD, init_args=Namespace(save_dir=DEFAULT_LOG_DIR)
+            )
+        # A TensorBoard run without a name gets one that says what it is.
+        is_tensorboard = isinstance(logger, Namespace) and logger.get("class_path") == TENSORBOARD
+        if is_tensorboard and logger.init_args.get("name") in (None, AUTO_NAME):
+            logger.init_args.name = run_name(config.model, config.data)
+        if config.get("ckpt_path") == "last" and is_tensorboard:
+            # Lightning looks for last.ckpt in the new run's own (empty) version folder and, finding
+            # none, silently starts afresh: resume the newest run of this name, in its own folder.
+            path, version = find_last_checkpoint(logger.init_args)
+            config.ckpt_path, logger.init_args.version = str(path), version
+        if "weights_only" in config and config.weights_only is None:
+            # A checkpoint is a pickle: read only tensors and plain values, so that loading one cannot run code.
+            config.weights_only = True
+        # Redrawing the progress bar every step costs about a quarter of a basic-AE epoch on 2 cores.
+        callbacks = config.trainer.callbacks or []
+        has_bar = any("ProgressBar" in str(c.get("class_path", "")) for c in callbacks if isinstance(c, Namespace))
+        if config.trainer.enable_progress_bar is not False and not has_bar:
+            bar = Namespace(class_path=PROGRESS_BAR, init_args=Namespace(refresh_rate=PROGRESS_REFRESH_STEPS))
+            config.trainer.callbacks = [*callbacks, bar]
+
+    def before_fit(self) -> None:
+        self._check_checkpoint_path()
+        self._give_results_the_config()
+
+    def before_validate(self) -> None:
+        self._check_checkpoint_path()
+
+    def before_predict(self) -> None:
+        self._check_checkpoint_path()
+
+    def _check_checkpoint_path(self) -> None:
+        # Before anything is written: Lightning would only find out after setting up the run.
+        check_checkpoint_file(self.config[self.subcommand].get("ckpt_path"))
+
+    def before_test(self) -> None:
+        self._check_checkpoint_path()
+        self._give_results_the_config()
+
+    def _give_results_the_config(self) -> None:
+        # results.json records the resolved config of the run, as the CLI parsed it.
+        config = self.config[self.subcommand].clone()
+        config.pop("config", None)
+        resolved = json.loads(self._parser(self.subcommand).dump(config, format="json", skip_check=True))
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ResultsJSON):
+                callback.config = resolved
+
+    def after_fit(self) -> None:
+        if diverged(self.trainer) is not None:
+            return  # nothing to test; main() reports it
+        if self.config.fit.test_after_fit and not self.trainer.interrupted:
+            checkpoint = self.trainer.checkpoint_callback
+            best = "best" if checkpoint is not None and checkpoint.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
+
+
+def find_last_checkpoint(logger_args: Namespace) -> tuple[Path, str]:
+    """The newest `version_*/checkpoints/last.ckpt` of a TensorBoard run (or of its given version), and that version."""
+    root = Path(logger_args.get("save_dir") or DEFAULT_LOG_DIR) / (logger_args.get("name") or "")
+    version = logger_args.get("version")
+    if version is not None:
+        folder = f"version_{version}" if isinstance(version, int) else str(version)
+        candidates = [root / folder / "checkpoints" / "last.ckpt"]
+    else:
+        folders = [(re.fullmatch(r"version_(\d+)", p.name), p) for p in root.glob("version_*")]
+        numbered = [(int(match.group(1)), p) for match, p in folders if match]
+        candidates = [p / "checkpoints" / "last.ckpt" for _, p in sorted(numbered)]
+    existing = [path for path in candidates if path.is_file()]
+    if not existing:
+        raise FileNotFoundError(
+            f"ckpt_path='last': no checkpoints/last.ckpt under {root}/{'version_*' if version is None else folder}: "
+            "nothing to resume; start without --ckpt_path, or give a checkpoint file."
+        )
+    return existing[-1], existing[-1].parent.parent.name
+
+
+def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
+    return AutoencoderCLI(
+        pl.LightningModule,
+        ImageDataModule,
+        subclass_mode_model=True,
+        args=args,
+        trainer_defaults={
+            # Best by validation loss, and last (for resuming); results.json for every run.
+            "callbacks": [
+                ResultsJSON(),
+                DivergenceGuard(),  # stops a run whose loss or weights stop being finite
+                GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
+                PredictionWriter(),  # only acts in `predict`
+                ModelCheckpoint(
+                    monitor="val/loss",
+                    mode="min",
+                    save_last=True,
+                    filename="best-epoch{epoch}",
+                    auto_insert_metric_name=False,
+                ),
+            ],
+        },
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "lightning-ae", "exit_on_error": False, "allow_abbrev": False},
+        auto_configure_optimizers=False,
+        run=run,
+    )
+
+
+def run_pipeline(argv: list[str]) -> dict[str, Any]:
+    """Greedy layer-wise pre-training, then frozen and fine-tuned classifiers (homework 2.4); resumable.
+
+    `argv`: `--config PIPELINE.yaml` and overrides such as `--output_dir DIR`. Returns the pipeline's summary.
+    """
+    parser = ArgumentParser(prog="lightning-ae pretrain", description=run_pipeline.__doc__, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a pipeline YAML, e.g. configs/pretrain_sigmoid.yaml")
+    parser.add_class_arguments(LayerwisePretraining, skip={"resolved_config"})
+    config = parser.parse_args(argv)
+    resolved = json.loads(parser.dump(config, format="json", skip_check=True))
+    resolved.pop("config", None)
+    init = parser.instantiate_classes(config)
+    arguments = {key: init[key] for key in resolved}
+    return LayerwisePretraining(**arguments, resolved_config=resolved).run()
+
+
+# ckpt_path values that name a checkpoint Lightning finds itself, not a file.
+LIGHTNING_CHECKPOINT_NAMES = (None, "last", "best", "hpc", "registry")
+
+
+def check_checkpoint_file(path: str | None) -> None:
+    """A ckpt_path that names a file must be a complete checkpoint; Lightning's names and URLs pass."""
+    if path in LIGHTNING_CHECKPOINT_NAMES or "://" in str(path):
+        return
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no directory
+        raise ValueError(f"ckpt_path={path!r} is not a complete checkpoint (truncated, or not written by torch).")
