@@ -50,11 +50,12 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
 
 from lightning_ae.callbacks import EmbeddingProjector, KNNEvaluator, PCABaseline, ReconstructionGrid, TSNEPlot
-from lightning_ae.data import MNISTDataModule
+from lightning_ae.data import ImageDataModule
 from lightning_ae.data.loader import EpochBatchSampler
 from lightning_ae.evaluation.knn import knn_predict
 from lightning_ae.evaluation.pca import fit_pca
 from lightning_ae.models import Autoencoder, Classifier
+from lightning_ae.strategies import GroupedSteps
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -98,7 +99,7 @@ def homework_ae() -> Autoencoder:
     return Autoencoder(code_dim=32, center_inputs=False, init_output_bias=False)
 
 
-def plain_epoch(model: Autoencoder, datamodule: MNISTDataModule) -> None:
+def plain_epoch(model: Autoencoder, datamodule: ImageDataModule) -> None:
     split = datamodule.split("train")
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     for index in EpochBatchSampler(len(split), datamodule.batch_size, True, datamodule.seed):
@@ -112,6 +113,7 @@ def plain_epoch(model: Autoencoder, datamodule: MNISTDataModule) -> None:
 def lightning_epoch(model: pl.LightningModule, datamodule: pl.LightningDataModule, folder: str) -> pl.Trainer:
     trainer = pl.Trainer(
         max_epochs=1,
+        strategy=GroupedSteps(),  # the configs' speed path
         logger=TensorBoardLogger(folder, name="bench"),
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -127,11 +129,11 @@ def bench_trainer(repeats: int) -> float:
     """Returns the median seconds of one lightning-ae epoch at batch 32 (for the evaluation budget)."""
     epoch_32 = 0.0
     for batch_size in (32, 256):
-        datamodule = MNISTDataModule(batch_size=batch_size)
+        datamodule = ImageDataModule(batch_size=batch_size)
         datamodule.setup()
         models = {}
 
-        def timed(kind: str, datamodule: MNISTDataModule = datamodule, models: dict = models) -> float:
+        def timed(kind: str, datamodule: ImageDataModule = datamodule, models: dict = models) -> float:
             torch.manual_seed(0)
             model = homework_ae()
             with tempfile.TemporaryDirectory() as folder:
@@ -175,13 +177,14 @@ class EpochTimer(pl.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def steady_state(datamodule: MNISTDataModule, batch_size: int, repeats: int) -> None:
+def steady_state(datamodule: ImageDataModule, batch_size: int, repeats: int) -> None:
     """The per-epoch cost inside a longer fit (what a 50-epoch run pays per epoch) against the plain loop."""
     torch.manual_seed(0)
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as folder:
         trainer = pl.Trainer(
             max_epochs=repeats + 1,
+            strategy=GroupedSteps(),
             logger=TensorBoardLogger(folder, name="bench"),
             callbacks=[timer],
             enable_progress_bar=False,
@@ -240,7 +243,7 @@ def bench_compute(repeats: int) -> None:
         "classifier 784-1000-1000-10, batch 25": (lambda: Classifier(), 25, 25 * 400),
     }
     for name, (build, batch_size, images) in cases.items():
-        datamodule = MNISTDataModule(batch_size=batch_size, train_subset=images)
+        datamodule = ImageDataModule(batch_size=batch_size, train_subset=images)
         datamodule.setup()
         flops_per_image = training_flops_per_image(build())
 
@@ -275,7 +278,7 @@ def timed_call(function: Callable[[], object]) -> tuple[object, float]:
 
 
 def bench_evaluation(repeats: int, epoch_seconds: float) -> None:
-    datamodule = MNISTDataModule()
+    datamodule = ImageDataModule()
     datamodule.setup()
     train, test = datamodule.split("train"), datamodule.split("test")
     train_x, test_x = train.images.numpy(), test.images.numpy()
@@ -341,7 +344,7 @@ def bench_evaluation(repeats: int, epoch_seconds: float) -> None:
         # The whole evaluation of a basic AE run, with the callbacks make train uses (t-SNE apart).
         model = Autoencoder(code_dim=32)
         with tempfile.TemporaryDirectory() as folder:
-            trainer = lightning_epoch(model, MNISTDataModule(train_subset=320), folder)
+            trainer = lightning_epoch(model, ImageDataModule(train_subset=320), folder)
             trainer.datamodule = datamodule
             callbacks = {
                 "kNN": lambda: KNNEvaluator().evaluate(trainer, model, ("val", "test")),
@@ -372,7 +375,7 @@ def bench_evaluation(repeats: int, epoch_seconds: float) -> None:
 def bench_data(repeats: int) -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
-    datamodule = MNISTDataModule(batch_size=32)
+    datamodule = ImageDataModule(batch_size=32)
     datamodule.setup()
     split = datamodule.split("train")
     ours = datamodule.train_dataloader()

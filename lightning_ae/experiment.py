@@ -17,7 +17,13 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from lightning_ae.callbacks import DivergenceGuard, GracefulInterruption, PredictionWriter, ResultsJSON
+from lightning_ae.callbacks import (
+    DivergenceGuard,
+    GracefulInterruption,
+    HParamsSummary,
+    PredictionWriter,
+    ResultsJSON,
+)
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.data import ImageDataModule
 from lightning_ae.pretraining import LayerwisePretraining
@@ -60,7 +66,8 @@ class AutoencoderCLI(LightningCLI):
             {
                 "trainer.logger": {
                     "class_path": TENSORBOARD,
-                    "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": AUTO_NAME},
+                    # No `hp_metric = -1` placeholder: HParamsSummary logs the hyper-parameters with the test metrics.
+                    "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": AUTO_NAME, "default_hp_metric": False},
                 }
             }
         )
@@ -73,7 +80,7 @@ class AutoencoderCLI(LightningCLI):
         logger = config.trainer.logger
         if logger in (None, True):
             logger = config.trainer.logger = Namespace(
-                class_path=TENSORBOARD, init_args=Namespace(save_dir=DEFAULT_LOG_DIR)
+                class_path=TENSORBOARD, init_args=Namespace(save_dir=DEFAULT_LOG_DIR, default_hp_metric=False)
             )
         # A TensorBoard run without a name gets one that says what it is.
         is_tensorboard = isinstance(logger, Namespace) and logger.get("class_path") == TENSORBOARD
@@ -160,6 +167,7 @@ def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
             # Best by validation loss, and last (for resuming); results.json for every run.
             "callbacks": [
                 ResultsJSON(),
+                HParamsSummary(),  # TensorBoard's HParams tab: the run's settings beside its test metrics
                 DivergenceGuard(),  # stops a run whose loss or weights stop being finite
                 GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
                 PredictionWriter(),  # only acts in `predict`

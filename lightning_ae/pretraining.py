@@ -36,7 +36,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lightning_ae.callbacks import DivergenceGuard, ResultsJSON
+from lightning_ae.callbacks import DivergenceGuard, HParamsSummary, ResultsJSON
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_positive_int
 from lightning_ae.data import ImageDataModule
@@ -170,12 +170,13 @@ class LayerwisePretraining:
             accelerator=self.accelerator,
             devices=self.devices,
             strategy=GroupedSteps() if self.grouped_steps else "auto",
-            logger=TensorBoardLogger(self.output_dir, name=name, version=""),
+            logger=TensorBoardLogger(self.output_dir, name=name, version="", default_hp_metric=False),
             callbacks=[
                 ModelCheckpoint(
                     monitor="val/loss", save_last=True, filename="best-epoch{epoch}", auto_insert_metric_name=False
                 ),
                 results,
+                HParamsSummary(),
                 DivergenceGuard(),
                 TQDMProgressBar(refresh_rate=50),
                 *stopping,

@@ -103,6 +103,8 @@ def test_the_study_composition_matches_the_cli(name, capsys):
             assert parsed == value, key
     for section in ("data", "trainer"):
         for key, value in composed[section].items():
-            if key != "callbacks":
+            if isinstance(value, dict) and "class_path" in value:  # e.g. the strategy: the class, and defaults
+                assert config[section][key].class_path == value["class_path"], f"{section}.{key}"
+            elif key != "callbacks":
                 assert config[section][key] == value, f"{section}.{key}"
     assert config.seed_everything == composed["seed_everything"]

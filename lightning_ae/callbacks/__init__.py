@@ -4,6 +4,7 @@ from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.callbacks.denoising import DenoisingReference
 from lightning_ae.callbacks.divergence import DivergenceGuard
 from lightning_ae.callbacks.embeddings import EmbeddingProjector, TSNEPlot
+from lightning_ae.callbacks.hparams import HParamsSummary
 from lightning_ae.callbacks.images import PairsGrid, ReconstructionGrid
 from lightning_ae.callbacks.interruption import GracefulInterruption, RunInterrupted
 from lightning_ae.callbacks.knn import KNNEvaluator
@@ -17,6 +18,7 @@ __all__ = [
     "EmbeddingProjector",
     "EvaluationCallback",
     "GracefulInterruption",
+    "HParamsSummary",
     "KNNEvaluator",
     "PCABaseline",
     "PairsGrid",

@@ -104,6 +104,16 @@ class EvaluationCallback(pl.Callback):
         return run_folder(trainer)
 
 
+def logging_step(trainer: pl.Trainer) -> int:
+    """The step Lightning gives the scalars logged now, for images and embeddings logged beside them.
+
+    It counts Lightning's training steps like `global_step`, but during a fit's validation it
+    still lags it by one (the step is counted after validation), so images logged with
+    `global_step` would sit one step right of the scalars of the same epoch.
+    """
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 def run_folder(trainer: pl.Trainer) -> Path:
     """Where the run's files go: the logger's folder, as `trainer.log_dir` says, without its collective.
 

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.manifold import TSNE
 
-from lightning_ae.callbacks.base import EvaluationCallback, timed
+from lightning_ae.callbacks.base import EvaluationCallback, logging_step, timed
 from lightning_ae.callbacks.images import image_shape
 from lightning_ae.callbacks.pca import PCABaseline, pca_cache_file
 from lightning_ae.data.datasets import largest_image_side
@@ -74,7 +74,7 @@ class EmbeddingProjector(EvaluationCallback):
                 codes.cpu(),
                 metadata=[data.class_names[label] for label in labels.tolist()],
                 label_img=images.reshape(-1, *shape).cpu(),
-                global_step=trainer.global_step,
+                global_step=logging_step(trainer),
                 tag=self.tag,
             ),
             torch.device("cpu"),
@@ -152,7 +152,7 @@ class TSNEPlot(EvaluationCallback):
             fig.savefig(handle, format="png")
         writer = self.tensorboard(trainer)
         if writer is not None:
-            writer.add_figure("test/tsne", fig, global_step=trainer.global_step, close=False)
+            writer.add_figure("test/tsne", fig, global_step=logging_step(trainer), close=False)
         dim, input_dim = getattr(pl_module, "code_dim", None), getattr(pl_module, "input_dim", None)
         if self.pca_filename is not None and dim is not None and input_dim is not None and dim < input_dim:
             (pca_points, pca_title), seconds = timed(
@@ -163,7 +163,7 @@ class TSNEPlot(EvaluationCallback):
             with atomic_write(self.output_dir(trainer) / self.pca_filename) as handle:
                 pca_fig.savefig(handle, format="png")
             if writer is not None:
-                writer.add_figure("test/pca_tsne", pca_fig, global_step=trainer.global_step, close=False)
+                writer.add_figure("test/pca_tsne", pca_fig, global_step=logging_step(trainer), close=False)
 
     def pca_codes(self, trainer: pl.Trainer, dim: int) -> np.ndarray:
         """PCA's d'-dimensional codes of the test images this map shows (the fit cached as PCABaseline's)."""

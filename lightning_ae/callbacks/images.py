@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices, evaluating
+from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices, evaluating, logging_step
 from lightning_ae.checks import check_positive_int
 from lightning_ae.data.loader import SplitData
 from lightning_ae.files import atomic_write, write_json
@@ -77,7 +77,8 @@ class ReconstructionGrid(EvaluationCallback):
             return
         writer = self.tensorboard(trainer)
         if writer is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            writer.add_image("reconstructions", self.grid(trainer, pl_module), global_step=trainer.current_epoch)
+            # The scalars' step (not the epoch): one x-axis unit on every tab.
+            writer.add_image("reconstructions", self.grid(trainer, pl_module), global_step=logging_step(trainer))
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -85,7 +86,7 @@ class ReconstructionGrid(EvaluationCallback):
         grid = self.grid(trainer, pl_module)
         writer = self.tensorboard(trainer)
         if writer is not None:
-            writer.add_image("test/reconstructions", grid, global_step=trainer.global_step)
+            writer.add_image("test/reconstructions", grid, global_step=logging_step(trainer))
         with atomic_write(self.output_dir(trainer) / self.filename) as handle:
             save_image(grid, handle, format="png")
         if self.layers_filename is not None and callable(getattr(pl_module, "describe_rows", None)):
