@@ -22,3 +22,10 @@ def check_positive_int(name: str, value: Any, allow_none: bool = False, meaning:
         valid = "a positive integer" + (" or null" if allow_none else "") + (f" ({meaning})" if meaning else "")
         raise ValueError(f"{name}={value!r} is not valid; valid: {valid}.")
     return value
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """`value` when it is a finite number >= 0; a ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r} is not valid; valid: a finite number >= 0.")
+    return float(value)

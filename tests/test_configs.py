@@ -26,6 +26,7 @@ EXPERIMENTS = {
         for name in ("gaussian", "salt_and_pepper", "block", "strokes")
     },
     "similarity_ae": [BASIC, "configs/similarity_ae.yaml", EVALUATION],
+    "sparse_ae": [BASIC, "configs/sparse_ae.yaml", EVALUATION],
     "classifier": [BASIC, "configs/classifier.yaml"],
 }
 ACTIVATIONS = ("sigmoid", "tanh", "relu")

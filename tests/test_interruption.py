@@ -19,6 +19,8 @@ import torch
 import yaml
 from conftest import REPO
 
+from lightning_ae.study.spec import _compose, _load_yaml
+
 pytestmark = pytest.mark.slow
 
 # 2,048 images at batch 32 on the speed path in groups of 4 batches: 16 Lightning steps (64 updates) per epoch.
@@ -29,8 +31,10 @@ ARGS += ["--trainer.enable_progress_bar", "false", "--model.init_args.code_dim",
 
 
 def write_config(folder: Path, source: str, signal_step: int | None = None, signal_name: str = "SIGTERM") -> Path:
-    """The real config without its evaluation callbacks (seconds, not minutes), plus the signalling one."""
-    config = yaml.safe_load((REPO / "configs" / source).read_text())
+    """The real config (an experiment's files composed, as a study composes them) without its evaluation callbacks
+    (seconds, not minutes), plus the signalling one."""
+    files = dict.fromkeys(["basic_ae.yaml", source])  # every experiment but the conv AE builds on the basic AE
+    config = _compose([_load_yaml(REPO / "configs" / name, source) for name in files])
     config["trainer"]["callbacks"] = []
     if signal_step is not None:
         config["trainer"]["callbacks"] = [

@@ -119,8 +119,9 @@ class AutoencoderBase(TrainableModule):
         """The reconstruction loss of a batch, logged as `<stage>/loss`: train, validation and test alike
         (the test also logs the errors per pixel and per image)."""
         inputs, target, _ = batch
-        logits = self.decode_logits(self.encode(inputs))
-        loss = self.reconstruction_loss(logits, target)
+        code = self.encode(inputs)
+        logits = self.decode_logits(code)
+        loss = self.objective(logits, target, code, stage)
         # sync_dist: under DDP each rank holds a disjoint shard; the epoch value is their mean (one reduction
         # per epoch, none on one device), so every rank's checkpointing sees the same val/loss.
         self.log(
@@ -129,6 +130,11 @@ class AutoencoderBase(TrainableModule):
         if stage == "test":
             self.log_test_errors(logits, target)
         return loss
+
+    def objective(self, logits: Tensor, target: Tensor, code: Tensor, stage: str) -> Tensor:
+        """What training minimises (and early stopping watches): the reconstruction loss; a variant adds its
+        penalty on the code here (see `SparseAutoencoder`)."""
+        return self.reconstruction_loss(logits, target)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.shared_step(batch, "train")

@@ -1019,6 +1019,34 @@ class ReportBuilder:
         )
         return path
 
+    # Experiments the sections above read (by name, or by prefix for "denoising_" and "pretrain_").
+    NAMED = ("basic_ae", "deep_ae", "conv_ae", "denoising", "similarity", "classifier")
+    PREFIXES = ("denoising_", "pretrain_")
+
+    def others(self) -> None:
+        """Any other experiment (a new variant, e.g. the sparse AE): its test figures beside PCA's at the same d'."""
+        runs = [
+            r
+            for r in self.tested
+            if r.run.experiment not in self.NAMED and not r.run.experiment.startswith(self.PREFIXES)
+        ]
+        if not runs:
+            return
+        self.doc.add(Heading("Other experiments"))
+        rows = []
+        for (name, labels), members in group(runs, lambda r: (r.run.experiment, str(r.run.labels or ""))).items():
+            rows.append(
+                [name, labels or "-", str(members[0].results.get("code_dim"))]
+                + [
+                    fmt([m.metric(key, table) for m in members])
+                    for key in ("test/bce_per_pixel", "test/knn_acc")
+                    for table in ("ae", "pca")
+                ]
+                + [flag_cell(members)]
+            )
+        header = ["experiment", "grid", "d'", "BCE/pixel", "BCE/pixel PCA", "kNN acc", "kNN acc PCA", "flags"]
+        self.doc.add(Table(header, rows, protocol(runs) + " " + flags_note(runs)))
+
     def build(self) -> tuple[Path, Path]:
         self.header()
         for section in (
@@ -1031,6 +1059,7 @@ class ReportBuilder:
             self.other_corruptions,
             self.similarity,
             self.pretraining,
+            self.others,
         ):
             section()
         try:
