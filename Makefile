@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train denoise similarity pretrain study report tensorboard lint bench gpu-check clean
+.PHONY: help install test test-fast train denoise similarity pretrain study report tensorboard lint bench gpu-check clean
 
 # TensorBoard listens on the loopback interface only; TB_HOST=0.0.0.0 exposes it to the network on purpose.
 LOGDIR  ?= lightning_logs
@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev tools); instant when up to date
 
-test: $(STAMP) ## Run the test suite on the bundled MNIST (about 100 s on 2 cores)
+test: $(STAMP) ## Run the whole test suite on the bundled MNIST (about 8 min on 2 cores); what CI runs
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP) ## The everyday tier: every test not marked slow (under a minute on 2 cores); CI runs `make test`
+	$(BIN)/python -m pytest -q -m "not slow"
 
 EVALUATION := --config configs/fragments/evaluation.yaml
 train: $(STAMP) ## Train the basic AE (configs/basic_ae.yaml + the evaluation fragment), test it, evaluate it; logs in lightning_logs/

@@ -442,9 +442,14 @@ print(json.dumps(probe.rss))
 """
 
 
+# What `make train` runs: the basic AE with the evaluation callbacks.
+MAKE_TRAIN_CONFIGS = ["--config", str(REPO / "configs" / "basic_ae.yaml")]
+MAKE_TRAIN_CONFIGS += ["--config", str(REPO / "configs" / "fragments" / "evaluation.yaml")]
+
+
 def bench_memory() -> None:
     """Memory stays flat over long runs: peak RSS after 1 and 20 epochs, and RSS across 20 runs in one process."""
-    fit = [sys.executable, "-m", "lightning_ae", "fit", "--config", str(REPO / "configs" / "basic_ae.yaml")]
+    fit = [sys.executable, "-m", "lightning_ae", "fit", *MAKE_TRAIN_CONFIGS]
     fit += ["--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
     with tempfile.TemporaryDirectory() as folder:
         one, one_s = peak_rss_mib([*fit, "--trainer.max_epochs", "1"], folder)
@@ -472,7 +477,7 @@ def bench_memory() -> None:
     )
     # The peak is set while the data is loaded; the RSS at each epoch's end shows whether training grows.
     with tempfile.TemporaryDirectory() as folder:
-        args = ["--config", str(REPO / "configs" / "basic_ae.yaml"), "--trainer.max_epochs", "20"]
+        args = [*MAKE_TRAIN_CONFIGS, "--trainer.max_epochs", "20"]
         args += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", folder]
         command = [sys.executable, "-c", RSS_PER_EPOCH, *args]
         result = subprocess.run(command, capture_output=True, text=True, check=True)

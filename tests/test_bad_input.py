@@ -21,6 +21,8 @@ from conftest import MNIST_DIR, REPO
 
 from lightning_ae.cli import main
 
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
+
 BASIC = REPO / "configs" / "basic_ae.yaml"
 FAST = ["--data.train_subset", "64", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
 

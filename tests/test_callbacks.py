@@ -32,6 +32,8 @@ from lightning_ae.callbacks.embeddings import MAX_SPRITE_ITEMS
 from lightning_ae.data import ImageDataModule
 from lightning_ae.models import Autoencoder
 
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
+
 PROJECTOR_ITEMS = 600
 TSNE_POINTS = 300
 

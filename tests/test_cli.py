@@ -12,6 +12,8 @@ import torch
 import yaml
 from test_configs import EXPERIMENTS
 
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
+
 
 def run(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(

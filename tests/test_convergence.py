@@ -79,6 +79,7 @@ def test_class_prior_cross_entropy_and_majority_error_equal_numpy():
     assert figures["error"] == pytest.approx((test != np.argmax(counts)).mean())
 
 
+@pytest.mark.slow
 def test_the_trivial_predictor_uses_the_splits_own_targets_clean_images_and_partners():
     """Denoising: the clean image (not the corrupted input); pairs: the partner image; on MNIST."""
     trainer = SimpleNamespace(datamodule=None)
@@ -164,6 +165,7 @@ def adam(lr: float):
     return lambda params: torch.optim.Adam(params, lr=lr)
 
 
+@pytest.mark.slow
 def test_a_run_that_learns_and_is_still_falling(tmp_path):
     results = short_run(tmp_path, Autoencoder(code_dim=32, optimizer=adam(1e-2)), epochs=3)
     history = results["val_loss_history"]

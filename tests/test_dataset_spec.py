@@ -23,6 +23,8 @@ from lightning_ae.data.datasets import MNIST, mnist_format
 from lightning_ae.data.idx import IdxFile
 from lightning_ae.models import Autoencoder, ConvAutoencoder
 
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "lightning_ae"
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -20,6 +20,7 @@ from lightning_ae.data.datasets import FASHION_MNIST, MNIST, DatasetNotFoundErro
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.mark.slow
 def test_official_mnist_label_counts_and_pixels(mnist):
     assert np.bincount(mnist.train_labels).tolist() == OFFICIAL_TRAIN_COUNTS
     assert np.bincount(mnist.test_labels).tolist() == OFFICIAL_TEST_COUNTS
@@ -31,6 +32,7 @@ def test_official_mnist_label_counts_and_pixels(mnist):
     assert pixels.std() == pytest.approx(0.3081, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_bundled_data_found_from_any_working_directory(tmp_path):
     code = "from lightning_ae.data import load_dataset; print(load_dataset('mnist').source)"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)

@@ -19,6 +19,8 @@ from lightning_ae.data import ImageDataModule
 from lightning_ae.evaluation.pca import reconstruction_metrics
 from lightning_ae.models import Autoencoder
 
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
+
 
 def adam(params):
     return torch.optim.Adam(params, lr=3e-3)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import REPO
 
 from lightning_ae.cli import main
+
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
 
 # The homework's SGD (batch 32: 20 steps per epoch on 640 images): Adam's steps are bounded by its lr, SGD's are not.
 DIVERGING = [

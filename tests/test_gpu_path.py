@@ -219,6 +219,7 @@ def _stub_trainer(datamodule, root: Path, name: str):
         world_size=1,
         global_rank=0,
         default_root_dir=str(root),
+        callbacks=[],  # no PCABaseline: TSNEPlot fits PCA for its panel itself
     )
 
 
@@ -315,6 +316,7 @@ def test_pairs_grid_and_prediction_writer_on_cuda_data(tmp_path, monkeypatch):
     assert saved["codes"].shape == (8, 8) and type(saved["labels"]) is torch.Tensor
 
 
+@pytest.mark.slow
 def test_gpu_check_refuses_in_one_line_without_a_gpu():
     python = REPO / ".venv" / "bin" / "python"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHON=str(python) if python.exists() else "python3")

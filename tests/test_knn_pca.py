@@ -40,6 +40,7 @@ def test_knn_on_raw_pixels_equals_sklearn(mnist_slices):
     np.testing.assert_array_equal(predicted.numpy(), _sklearn_knn(train, labels, test[:400]))
 
 
+@pytest.mark.slow
 def test_torch_knn_works_in_chunks_under_the_memory_bound(mnist_slices, monkeypatch):
     train, labels, test, _ = mnist_slices
     shapes = []

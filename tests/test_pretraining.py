@@ -12,6 +12,8 @@ import torch
 from lightning_ae.models import Autoencoder, Classifier
 from lightning_ae.pretraining import LayerwisePretraining, Stage
 
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
+
 HIDDEN = [48, 24]
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "lightning_ae" / "study" / "report.py"
 # What computing would need: the data, the models, the evaluation (PCA, kNN), sklearn, t-SNE implementations.
@@ -50,6 +52,8 @@ def saved_runs(tmp_path_factory):
     from lightning_ae.study.spec import load_study
 
     folder = tmp_path_factory.mktemp("reads")
+    configs, d8 = REPO / "configs", "model.init_args.code_dim: 8"
+    evaluation = configs / "fragments" / "evaluation.yaml"  # the t-SNE, PCA and projector callbacks
     study_file = folder / "reads.yaml"
     study_file.write_text(
         "name: reads\n"
@@ -59,8 +63,8 @@ def saved_runs(tmp_path_factory):
         "  TSNEPlot: {max_points: 200}\n"
         "  EmbeddingProjector: {max_items: 200}\n"
         "experiments:\n"
-        f"  basic_ae: {{config: {REPO / 'configs' / 'basic_ae.yaml'}, overrides: {{model.init_args.code_dim: 8}}}}\n"
-        f"  conv_ae: {{config: {REPO / 'configs' / 'conv_ae.yaml'}, overrides: {{model.init_args.code_dim: 8}}}}\n"
+        f"  basic_ae: {{config: [{configs / 'basic_ae.yaml'}, {evaluation}], overrides: {{{d8}}}}}\n"
+        f"  conv_ae: {{config: [{configs / 'conv_ae.yaml'}, {evaluation}], overrides: {{{d8}}}}}\n"
     )
     study = load_study(study_file)
     outcome = run_study(study, folder / "study")

@@ -14,6 +14,8 @@ from lightning_ae.cli import main
 from lightning_ae.data import ImageDataModule
 from lightning_ae.models import SparseAutoencoder
 
+pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
+
 # The evaluation fragment's callbacks, on fewer points (seconds, not a minute).
 EVALUATION = """
 trainer:

@@ -111,7 +111,8 @@ def logging_step(trainer: pl.Trainer) -> int:
     still lags it by one (the step is counted after validation), so images logged with
     `global_step` would sit one step right of the scalars of the same epoch.
     """
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
+    loop = getattr(trainer, "fit_loop", None)
+    return loop.epoch_loop._batches_that_stepped if loop is not None else trainer.global_step
 
 
 def run_folder(trainer: pl.Trainer) -> Path:

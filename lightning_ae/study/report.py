@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 from lightning_ae.files import write_json
 from lightning_ae.provenance import git_commit
 from lightning_ae.study.document import Document, Figure, Heading, Paragraph, Table
-from lightning_ae.study.runner import read_results, read_sessions, run_seconds
+from lightning_ae.study.records import read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study
 
 ANCHORS = {

@@ -24,7 +24,6 @@ import fcntl
 import fnmatch
 import gc
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -40,7 +39,10 @@ from typing import Any
 from lightning_ae.experiment import lightning_cli, run_pipeline
 from lightning_ae.files import atomic_write, write_json
 from lightning_ae.provenance import git_commit, machine
+from lightning_ae.study.records import read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study
+
+__all__ = ["Shard", "read_results", "read_sessions", "run_lock", "run_seconds", "run_status", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +67,6 @@ class Shard:
     def owns(self, run: RunSpec) -> bool:
         # By a hash of the run id: stable when other experiments are added to the study.
         return int(hashlib.sha256(run.run_id.encode()).hexdigest(), 16) % self.count == self.index - 1
-
-
-def read_results(run_dir: Path) -> dict[str, Any] | None:
-    """The run's results when they are complete and valid; None when absent or unusable."""
-    path = run_dir / "results.json"
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None
-    if not isinstance(results, dict) or results.get("status") not in ("tested", "diverged"):
-        return None
-    return results
 
 
 def run_status(run_dir: Path) -> str:
@@ -107,15 +95,6 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def read_sessions(folder: Path) -> list[dict[str, Any]]:
-    """The study's session journal; an unreadable journal reads as empty (it is provenance, not results)."""
-    try:
-        sessions = json.loads((folder / "sessions.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return sessions if isinstance(sessions, list) else []
 
 
 def _record_session(folder: Path, session: dict[str, Any]) -> None:
@@ -290,14 +269,6 @@ def headline(results: dict[str, Any]) -> str:
         if table.get(key) is not None:
             return f"{key} {table[key]:.4f}"
     return ""
-
-
-def run_seconds(results: dict[str, Any]) -> float | None:
-    """A finished run's training and evaluation time: its wall time, or a pipeline's stages summed."""
-    seconds = (results.get("timings") or {}).get("wall_seconds")
-    if seconds is None and "stages" in results:
-        seconds = sum((stage.get("fit_seconds") or 0) for stage in results["stages"].values())
-    return seconds
 
 
 def summary_table(runs: list[RunSpec], folder: Path) -> str:
