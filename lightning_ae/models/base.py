@@ -63,7 +63,8 @@ class AutoencoderBase(TrainableModule):
     def setup(self, stage: str) -> None:
         # Before a checkpoint is restored (Lightning restores after setup), so a resumed run keeps its own values.
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if stage == "fit" and hasattr(datamodule, "training_means"):
+        wanted = self.center_inputs or self.init_output_bias  # the means cost a pass over the training split
+        if stage == "fit" and wanted and hasattr(datamodule, "training_means"):
             self.init_from_data(*datamodule.training_means())
 
     @torch.no_grad()
