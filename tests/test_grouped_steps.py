@@ -182,3 +182,15 @@ def test_a_bad_group_size_is_refused():
     for bad in (0, -3, True):
         with pytest.raises(ValueError, match="batches_per_step"):
             GroupedSteps(bad)
+
+
+def test_the_logged_epoch_loss_is_the_same_as_without_groups():
+    """Inner mini-batches' logs are held and logged once per group as their weighted mean: the epoch's
+    train/loss equals Lightning's default strategy's (the same updates, the same per-batch losses)."""
+    losses = {}
+    for name, strategy in (("default", "auto"), ("grouped", GroupedSteps(7))):
+        torch.manual_seed(0)
+        trainer = pl.Trainer(max_epochs=2, strategy=strategy, limit_val_batches=0, **QUIET)
+        trainer.fit(Autoencoder(code_dim=16), datamodule=ImageDataModule(train_subset=1000, batch_size=32))
+        losses[name] = trainer.callback_metrics["train/loss"].item()
+    assert losses["grouped"] == pytest.approx(losses["default"], rel=1e-5)
