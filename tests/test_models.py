@@ -127,3 +127,15 @@ def test_bce_from_logits_equals_bce_on_the_sigmoid_output():
 def test_bad_model_parameters(build, pattern):
     with pytest.raises(ValueError, match=pattern):
         build()
+
+
+def test_the_choices_the_cli_offers_are_the_ones_the_models_build():
+    """`Literal` types give the CLI its choices; they must be exactly the registries the models build from."""
+    from typing import get_args
+
+    from lightning_ae.data.datamodule import LAYOUTS, Layout
+    from lightning_ae.models.layers import ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Activation, Loss, OutputActivation
+
+    assert set(get_args(Activation)) == set(ACTIVATIONS)
+    assert get_args(Loss) == LOSSES and get_args(OutputActivation) == OUTPUT_ACTIVATIONS
+    assert get_args(Layout) == LAYOUTS == ("flat", "image")

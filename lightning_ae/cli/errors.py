@@ -50,6 +50,11 @@ def concise_error(message: str) -> str:
             reasons.append(line.removeprefix("- "))
     where = ".".join(dict.fromkeys(keys))
     text = "; ".join(dict.fromkeys(reasons)) or message.strip().splitlines()[0]
+    # A Literal-typed choice (activation, loss, layout): said as the models' own checks say it.
+    choice = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)", text)
+    if choice and keys:
+        name, value = keys[-1].rsplit(".", 1)[-1], choice.group(2).strip()
+        text = f"{name}={value!r} is not valid; valid values: [{choice.group(1)}]."
     return f"{where}: {text}" if where else text
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -24,7 +24,8 @@ from lightning_ae.data.pairs import similarity_pairs
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("flat", "image")
+Layout = Literal["flat", "image"]  # a type: the CLI lists the choices and refuses others
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 STAGES = ("train", "val", "test")
 # Seed "purposes", so that the split, the pairs and the fixed noise draw independent streams.
 _SPLIT, _PAIRS, _FIXED_NOISE, _MEANS = 11, 12, 13, 14
@@ -62,7 +63,7 @@ class ImageDataModule(pl.LightningDataModule):
         dataset: str = "mnist",
         data_dir: str | None = None,
         val_size: int = 5000,
-        layout: str = "flat",
+        layout: Layout = "flat",
         batch_size: int = 32,
         eval_batch_size: int = 1000,
         corruption: str | None = None,

@@ -7,8 +7,8 @@ from torch import nn
 
 from lightning_ae.checks import MNIST_PIXELS
 from lightning_ae.models.base import AutoencoderBase, sgd_lr1
+from lightning_ae.models.layers import Activation, Loss, OutputActivation, check_code_dim
 from lightning_ae.models.layers import activation as make_activation
-from lightning_ae.models.layers import check_code_dim
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
 
 
@@ -40,14 +40,14 @@ class Autoencoder(AutoencoderBase):
         self,
         code_dim: int = 32,
         hidden_dims: list[int] | None = None,
-        activation: str = "sigmoid",
-        code_activation: str | None = None,
-        decoder_activation: str | None = None,
-        loss: str = "bce",
+        activation: Activation = "sigmoid",
+        code_activation: Activation | None = None,
+        decoder_activation: Activation | None = None,
+        loss: Loss = "bce",
         optimizer: OptimizerCallable = sgd_lr1,
         scheduler: LRSchedulerCallable | None = None,
         input_shape: tuple[int, ...] = (MNIST_PIXELS,),
-        output_activation: str = "sigmoid",
+        output_activation: OutputActivation = "sigmoid",
         center_inputs: bool = True,
         init_output_bias: bool = True,
     ) -> None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ae.models.layers import check_loss, check_output
+from lightning_ae.models.layers import Loss, OutputActivation, check_loss, check_output
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, TrainableModule
 
 
@@ -38,10 +38,10 @@ class AutoencoderBase(TrainableModule):
         self,
         input_shape: tuple[int, ...],
         code_dim: int,
-        loss: str,
+        loss: Loss,
         optimizer: OptimizerCallable,
         scheduler: LRSchedulerCallable | None,
-        output_activation: str = "sigmoid",
+        output_activation: OutputActivation = "sigmoid",
         center_inputs: bool = True,
         init_output_bias: bool = True,
     ) -> None:

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ae.checks import MNIST_PIXELS
+from lightning_ae.models.layers import Activation, check_code_dim
 from lightning_ae.models.layers import activation as make_activation
-from lightning_ae.models.layers import check_code_dim
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, TrainableModule
 
 
@@ -44,7 +44,7 @@ class Classifier(TrainableModule):
     def __init__(
         self,
         hidden_dims: list[int] | None = None,
-        activation: str = "sigmoid",
+        activation: Activation = "sigmoid",
         num_classes: int = 10,
         freeze_hidden: bool = False,
         optimizer: OptimizerCallable = sgd_momentum,

@@ -9,7 +9,7 @@ from torch import nn
 
 from lightning_ae.checks import MNIST_SHAPE
 from lightning_ae.models.base import AutoencoderBase
-from lightning_ae.models.layers import check_code_dim
+from lightning_ae.models.layers import Loss, check_code_dim
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
 
 
@@ -52,7 +52,7 @@ class ConvAutoencoder(AutoencoderBase):
         channels: list[int] | None = None,
         kernel_size: int = 3,
         code_dim: int | None = None,
-        loss: str = "bce",
+        loss: Loss = "bce",
         optimizer: OptimizerCallable = adam,
         scheduler: LRSchedulerCallable | None = None,
         input_shape: tuple[int, ...] = MNIST_SHAPE,

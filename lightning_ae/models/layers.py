@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from torch import nn
 
 from lightning_ae.checks import check_positive_int
@@ -12,8 +14,12 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "linear": nn.Identity,
 }
-LOSSES = ("bce", "mse")
-OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "linear")
+# The choices as types: the CLI lists them in --help and refuses anything else before building a model.
+Activation = Literal["sigmoid", "relu", "tanh", "linear"]
+Loss = Literal["bce", "mse"]
+OutputActivation = Literal["sigmoid", "tanh", "linear"]
+LOSSES: tuple[str, ...] = get_args(Loss)
+OUTPUT_ACTIVATIONS: tuple[str, ...] = get_args(OutputActivation)
 
 
 def activation(name: str, parameter: str = "activation") -> nn.Module:
