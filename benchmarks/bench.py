@@ -3,9 +3,12 @@
 Sections (each row: lightning-ae, the reference, their ratio, the target):
 
 - trainer: one epoch of the basic AE 784-32-784 (sigmoid, BCE, SGD lr 1.0) on the 55,000
-  training images at batch 32 and 256, `Trainer.fit` as the CLI sets it up (TensorBoard
-  logger, checkpoint, no progress bar, no validation) against a plain PyTorch loop over the
-  same batches in the same order; both end at the same weights (checked).
+  training images at batch 32 and 256, `Trainer.fit` as the CLI sets it up (the GroupedSteps
+  strategy, TensorBoard logger, checkpoint, no progress bar, no validation) against the
+  plainest PyTorch loop (the images indexed per batch, zero_grad, backward, step: nothing
+  else) over the same batches in the same order; both end at the same weights (checked).
+  Then per epoch inside a longer fit, and a whole `lightning-ae fit` of 12 epochs (process
+  start, validation, checkpoints) against the plainest loop's 12 epochs.
 - compute: achieved training FLOP/s of the deep AE 784-1000-500-250-32 at batch 256 and of
   the classifier 784-1000-1000-10 at batch 25, over the FLOP/s of a 2048x2048 float32
   matrix product measured in the same run.
@@ -99,15 +102,33 @@ def homework_ae() -> Autoencoder:
     return Autoencoder(code_dim=32, center_inputs=False, init_output_bias=False)
 
 
-def plain_epoch(model: Autoencoder, datamodule: ImageDataModule) -> None:
-    split = datamodule.split("train")
+def plainest_epochs(model: Autoencoder, images: torch.Tensor, batches: list[torch.Tensor], epochs: int = 1) -> None:
+    """The plainest loop a PyTorch user writes: the images indexed per batch, zero_grad, backward, step.
+
+    It trains `model`'s own layers (so both sides end at comparable weights) on the flat images,
+    in the given batch order, with nothing else: no DataModule, no centring, no hooks.
+    """
+    encoder = [m for m in model.encoder if not isinstance(m, torch.nn.Flatten)]
+    encode, decode = torch.nn.Sequential(*encoder), model.decoder
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    for index in EpochBatchSampler(len(split), datamodule.batch_size, True, datamodule.seed):
-        inputs, target, _ = split.batch(index)
-        loss = F.binary_cross_entropy_with_logits(model.decode_logits(model.encode(inputs)), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    for _ in range(epochs):
+        for index in batches:
+            x = images[index]
+            loss = F.binary_cross_entropy_with_logits(decode(encode(x)), x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def training_order(datamodule: ImageDataModule, epoch: int = 0) -> list[torch.Tensor]:
+    """The batches of indices the DataModule's sampler gives in `epoch` (drawn before any timing)."""
+    sampler = EpochBatchSampler(len(datamodule.split("train")), datamodule.batch_size, True, datamodule.seed)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def plain_epoch(model: Autoencoder, datamodule: ImageDataModule, order: list[torch.Tensor]) -> None:
+    plainest_epochs(model, datamodule.split("train").images, order)
 
 
 def lightning_epoch(model: pl.LightningModule, datamodule: pl.LightningDataModule, folder: str) -> pl.Trainer:
@@ -132,14 +153,17 @@ def bench_trainer(repeats: int) -> float:
         datamodule = ImageDataModule(batch_size=batch_size)
         datamodule.setup()
         models = {}
+        order = training_order(datamodule)  # epoch 0's batches, as the trainer's first epoch draws them
 
-        def timed(kind: str, datamodule: ImageDataModule = datamodule, models: dict = models) -> float:
+        def timed(
+            kind: str, datamodule: ImageDataModule = datamodule, models: dict = models, order: list = order
+        ) -> float:
             torch.manual_seed(0)
             model = homework_ae()
             with tempfile.TemporaryDirectory() as folder:
                 start = time.perf_counter()
                 if kind == "plain":
-                    plain_epoch(model, datamodule)
+                    plain_epoch(model, datamodule, order)
                 else:
                     lightning_epoch(model, datamodule, folder)
                 elapsed = time.perf_counter() - start
@@ -151,7 +175,7 @@ def bench_trainer(repeats: int) -> float:
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # the same updates
         row(
             "trainer",
-            f"basic AE epoch, batch {batch_size}: fit / plain loop",
+            f"basic AE epoch, batch {batch_size}: fit / plainest loop",
             times["lightning"],
             times["plain"],
             "s",
@@ -161,7 +185,48 @@ def bench_trainer(repeats: int) -> float:
         if batch_size == 32:
             epoch_32 = statistics.median(times["lightning"])
         steady_state(datamodule, batch_size, repeats)
+    bench_cli_fit(repeats)
     return epoch_32
+
+
+def bench_cli_fit(repeats: int) -> None:
+    """A whole `lightning-ae fit` (process start, 12 epochs at batch 32 with validation and checkpointing, no
+    evaluation callbacks, no test) against the plainest loop's 12 epochs over the same batches."""
+    datamodule = ImageDataModule(batch_size=32)
+    datamodule.setup()
+    epochs = 12
+    orders = [training_order(datamodule, epoch) for epoch in range(epochs)]
+    configs = ["--config", str(REPO / "configs" / "basic_ae.yaml")]
+    configs += ["--config", str(REPO / "configs" / "fragments" / "homework_sgd.yaml")]  # SGD lr 1.0, batch 32
+
+    def cli() -> float:
+        with tempfile.TemporaryDirectory() as folder:
+            command = [sys.executable, "-m", "lightning_ae", "fit", *configs, "--trainer.callbacks", "[]"]
+            command += ["--trainer.max_epochs", str(epochs), "--test_after_fit", "false"]
+            command += ["--model.init_args.center_inputs", "false", "--model.init_args.init_output_bias", "false"]
+            command += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", folder]
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, cwd=folder)
+            return time.perf_counter() - start
+
+    def plainest() -> float:
+        torch.manual_seed(0)
+        model = homework_ae()
+        start = time.perf_counter()
+        for order in orders:
+            plainest_epochs(model, datamodule.split("train").images, order)
+        return time.perf_counter() - start
+
+    times = interleaved({"cli": cli, "plainest": plainest}, max(1, repeats // 2))
+    row(
+        "trainer",
+        f"whole CLI fit, {epochs} epochs, batch 32 / plainest loop",
+        times["cli"],
+        times["plainest"],
+        "s",
+        "ratio <= 1.25",
+        lambda e: e["ratio"] <= 1.25,
+    )
 
 
 class EpochTimer(pl.Callback):
@@ -198,11 +263,11 @@ def steady_state(datamodule: ImageDataModule, batch_size: int, repeats: int) -> 
     for _ in range(repeats):
         model = homework_ae()
         start = time.perf_counter()
-        plain_epoch(model, datamodule)
+        plain_epoch(model, datamodule, training_order(datamodule))
         plain.append(time.perf_counter() - start)
     row(
         "trainer",
-        f"  same, per epoch inside a {repeats + 1}-epoch fit",
+        f"  same, per epoch inside a {repeats + 1}-epoch fit / plainest",
         timer.seconds[1:],
         plain,
         "s",
