@@ -338,3 +338,39 @@ def test_an_experiment_composes_a_list_of_config_files_as_the_cli_does(tmp_path)
     study_file.write_text(study_file.read_text().replace("data.coruption_args.sigma", "data.corruption.sigma"))
     with pytest.raises(StudyError, match=r"'data.corruption' is not a mapping"):
         load_study(study_file)
+
+
+def test_sigterm_stops_the_whole_study_and_a_rerun_resumes(tmp_path):
+    """A signal stops the study, not just its current run: exit 143, no run recorded as failed, no report, the
+    session journal says interrupted; running the study again resumes it and finishes every run."""
+    from conftest import REPO
+
+    (tmp_path / "signal.yaml").write_text(
+        "trainer:\n  callbacks+:\n    - {class_path: signal_at_step.SignalAtStep, init_args: {step: 2}}\n"
+    )
+    basic = REPO / "configs" / "basic_ae.yaml"
+    study_file = tmp_path / "stop.yaml"
+    study_file.write_text(
+        "name: stop\n"
+        "every_run: {trainer.max_epochs: 2, data.train_subset: 500, data.batch_size: 50}\n"
+        "experiments:\n"
+        f"  first: {{config: [{basic}, {tmp_path / 'signal.yaml'}]}}\n"
+        f"  second: {{config: [{basic}]}}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "scripts"), str(REPO)])}
+    command = [sys.executable, "-m", "lightning_ae", "study", str(study_file), "--folder", str(tmp_path / "runs")]
+    command += ["--report", str(tmp_path / "report")]
+    stopped = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "SIGTERM received" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert "failed" not in stopped.stdout and not (tmp_path / "report").exists()
+    [session] = json.loads((tmp_path / "runs" / "sessions.json").read_text())
+    assert session["status"].startswith("interrupted")
+    study = load_study(study_file)
+    assert [run_status(tmp_path / "runs" / "runs" / run.run_id) for run in study.runs] == ["partial", "pending"]
+
+    # The signal came at the first run's last step (one group per epoch, 2 epochs), so its resume has no step
+    # left for the signalling callback: it tests, and the second run runs.
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert all(run_status(tmp_path / "runs" / "runs" / run.run_id) == "done" for run in study.runs)

@@ -26,8 +26,13 @@ LAST_CHECKPOINT = "last.ckpt"
 SIGNAL_EXIT_BASE = 0x80
 
 
-class RunInterrupted(Exception):
-    """Training stopped on a signal after saving `checkpoint`; `exit_code` is what a shell reports for it."""
+class RunInterrupted(BaseException):
+    """Training stopped on a signal after saving `checkpoint`; `exit_code` is what a shell reports for it.
+
+    A BaseException, like KeyboardInterrupt: the user asked the whole command to stop, so no
+    `except Exception` on the way (a study that carries on past a failed run) may treat it as
+    one run's failure.
+    """
 
     def __init__(self, signal_name: str, signal_number: int, checkpoint: Path, epoch: int, step: int) -> None:
         self.signal_name, self.checkpoint, self.epoch, self.step = signal_name, checkpoint, epoch, step
