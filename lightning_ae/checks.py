@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 # MNIST's image shape (channels, height, width): the one place the package writes it. It lives here
@@ -29,3 +30,20 @@ def check_non_negative(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}={value!r} is not valid; valid: a finite number >= 0.")
     return float(value)
+
+
+def non_finite_values(config: Any, where: str = "") -> list[str]:
+    """`key=value` for every NaN or infinite float in a nested config (mappings, namespaces, lists)."""
+    if isinstance(config, float):
+        return [] if math.isfinite(config) else [f"{where}={config}"]
+    items: Iterable[tuple[Any, Any]] = ()
+    if hasattr(config, "items") and callable(config.items):
+        items = config.items()
+    elif hasattr(config, "__dict__") and type(config).__name__ == "Namespace":
+        items = vars(config).items()
+    elif isinstance(config, list | tuple):
+        items = enumerate(config)
+    found = []
+    for key, value in items:
+        found += non_finite_values(value, f"{where}.{key}" if where else str(key))
+    return found

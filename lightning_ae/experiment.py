@@ -25,6 +25,7 @@ from lightning_ae.callbacks import (
     ResultsJSON,
 )
 from lightning_ae.callbacks.results import diverged
+from lightning_ae.checks import non_finite_values
 from lightning_ae.data import ImageDataModule
 from lightning_ae.pretraining import LayerwisePretraining
 
@@ -77,11 +78,23 @@ class AutoencoderCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        # YAML reads .inf and .nan as numbers; no setting of lightning-ae's means them, and they would only
+        # surface after training, as a diverged run or a results.json that cannot be written.
+        if bad := non_finite_values(config):
+            raise ValueError(f"{', '.join(bad)}: not a finite number; give a finite value.")
         logger = config.trainer.logger
         if logger in (None, True):
             logger = config.trainer.logger = Namespace(
                 class_path=TENSORBOARD, init_args=Namespace(save_dir=DEFAULT_LOG_DIR, default_hp_metric=False)
             )
+        if isinstance(logger, Namespace):
+            for key in ("name", "version"):
+                value = (logger.get("init_args") or Namespace()).get(key)
+                if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts):
+                    raise ValueError(
+                        f"trainer.logger.init_args.{key}={value!r} leads outside the log folder (save_dir); "
+                        "give a plain name, and move the folder with trainer.logger.init_args.save_dir."
+                    )
         # A TensorBoard run without a name gets one that says what it is.
         is_tensorboard = isinstance(logger, Namespace) and logger.get("class_path") == TENSORBOARD
         if is_tensorboard and logger.init_args.get("name") in (None, AUTO_NAME):
@@ -196,6 +209,8 @@ def run_pipeline(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--config", action=ActionConfigFile, help="a pipeline YAML, e.g. configs/pretrain_sigmoid.yaml")
     parser.add_class_arguments(LayerwisePretraining, skip={"resolved_config"})
     config = parser.parse_args(argv)
+    if bad := non_finite_values(config):
+        raise ValueError(f"{', '.join(bad)}: not a finite number; give a finite value.")
     resolved = json.loads(parser.dump(config, format="json", skip_check=True))
     resolved.pop("config", None)
     init = parser.instantiate_classes(config)

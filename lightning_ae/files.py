@@ -21,6 +21,9 @@ def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    # mkstemp creates the file readable by its owner only; give it the mode open() would (0666 less the umask),
+    # as the checkpoints and logs beside it have.
+    os.chmod(tmp_name, 0o666 & ~current_umask())
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -30,6 +33,13 @@ def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(target: str | os.PathLike, data: Any) -> None:

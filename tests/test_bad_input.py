@@ -49,6 +49,10 @@ def assert_refused(code: int, err: str, message: str, folder: Path) -> None:
 # -- flags on the command line -------------------------------------------------------------------------
 
 FLAGS = [
+    # YAML and the CLI read .nan and .inf as numbers: refused before anything trains or is written.
+    ("lr-nan", ["--model.init_args.optimizer.init_args.lr", ".nan"], "lr=nan: not a finite number"),
+    ("corruption-inf", ["--data.corruption", "gaussian", "--data.corruption_args", "{sigma: .inf}"], "sigma=inf"),
+    ("run-name-escapes", ["--trainer.logger.init_args.name", "../../x"], "leads outside the log folder"),
     ("code-dim-zero", ["--model.init_args.code_dim", "0"], "code_dim=0 is not valid; valid: a positive integer"),
     (
         "code-dim-word",

@@ -109,3 +109,25 @@ def test_the_study_composition_matches_the_cli(name, capsys):
             elif key != "callbacks":
                 assert config[section][key] == value, f"{section}.{key}"
     assert config.seed_everything == composed["seed_everything"]
+
+
+def test_the_finite_check_finds_nan_and_inf_at_any_depth_and_no_config_has_any():
+    from jsonargparse import Namespace
+
+    from lightning_ae.checks import non_finite_values
+    from lightning_ae.study.spec import _compose, _load_yaml
+
+    nested = {"a": Namespace(b=float("inf"), c=[1.0, float("nan")]), "d": 0.5, "e": "nan"}
+    assert non_finite_values(nested) == ["a.b=inf", "a.c.1=nan"]
+    for files in EXPERIMENTS.values():
+        assert non_finite_values(_compose([_load_yaml(REPO / file, "test") for file in files])) == []
+
+
+def test_atomically_written_files_get_the_mode_open_gives(tmp_path):
+    """mkstemp makes a file only its owner can read; results.json and the pictures must be as readable as the
+    checkpoints beside them (0666 less the umask)."""
+    from lightning_ae.files import write_json
+
+    write_json(tmp_path / "results.json", {"a": 1})
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
