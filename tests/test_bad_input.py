@@ -53,6 +53,9 @@ FLAGS = [
     ("lr-nan", ["--model.init_args.optimizer.init_args.lr", ".nan"], "lr=nan: not a finite number"),
     ("corruption-inf", ["--data.corruption", "gaussian", "--data.corruption_args", "{sigma: .inf}"], "sigma=inf"),
     ("run-name-escapes", ["--trainer.logger.init_args.name", "../../x"], "leads outside the log folder"),
+    # Lightning's own refusals, as one line.
+    ("max-epochs-negative", ["--trainer.max_epochs", "-5"], "the trainer refused a setting: `max_epochs` must be"),
+    ("devices-zero", ["--trainer.devices", "0"], "the trainer refused a setting: `Trainer(devices='0')`"),
     ("code-dim-zero", ["--model.init_args.code_dim", "0"], "code_dim=0 is not valid; valid: a positive integer"),
     (
         "code-dim-word",
@@ -340,3 +343,24 @@ def test_bad_study_flag(tmp_path, monkeypatch, capsys, args, message):
 def test_study_file_missing(tmp_path, monkeypatch, capsys):
     code, err = run_cli(tmp_path, monkeypatch, capsys, ["study", str(tmp_path / "nope.yaml")])
     assert_refused(code, err, "does not exist", tmp_path)
+
+
+def test_a_full_or_read_only_folder_is_one_line_that_says_what_to_do(capsys):
+    """(Running as root, a chmod'ed folder stays writable, so the error is raised as the OS would raise it.)"""
+    import errno
+
+    from lightning_ae.cli.errors import translated
+
+    def full_disk() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/results.json")
+
+    assert translated(full_disk) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot write runs/x/results.json: No space left on device" in err
+    assert "--ckpt_path last" in err
+
+    def other_os_error() -> int:
+        raise OSError(errno.EIO, "I/O error")
+
+    with pytest.raises(OSError):  # not a folder problem: the traceback stays
+        translated(other_os_error)

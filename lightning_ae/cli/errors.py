@@ -7,6 +7,7 @@ the traceback of an unexpected one).
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -15,8 +16,13 @@ from argparse import ArgumentError
 from collections.abc import Callable
 from pathlib import Path
 
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+
 from lightning_ae.callbacks import RunInterrupted
 from lightning_ae.experiment import check_checkpoint_file
+
+# An output folder that cannot take a file: read-only, no permission, or full.
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 _PARSE_NOISE = (
     "Given value",
@@ -116,6 +122,23 @@ def translated(command: Callable[[], int]) -> int:
     except (ValueError, FileNotFoundError) as err:
         # A plain user mistake (bad value, missing file) is one line, not a traceback wall.
         print(f"lightning-ae: error: {concise_error(str(err))}", file=sys.stderr)
+        return 2
+    except MisconfigurationException as err:
+        # Lightning's own refusals of a trainer setting (max_epochs -5, devices 0, a GPU where there is none).
+        print(
+            f"lightning-ae: error: the trainer refused a setting: {str(err).strip().splitlines()[0]}", file=sys.stderr
+        )
+        return 2
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(
+            f"lightning-ae: error: cannot write{where}: {err.strerror}. Free space or choose a writable folder "
+            "(trainer.logger.init_args.save_dir, or a study's --folder); a run stopped here resumes with "
+            "--ckpt_path last.",
+            file=sys.stderr,
+        )
         return 2
     except RuntimeError as err:
         if os.environ.get("LIGHTNING_AE_DEBUG"):
