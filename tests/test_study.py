@@ -95,6 +95,37 @@ def test_a_run_locked_by_another_process_is_left_alone(smoke, tmp_path):
     assert outcome["busy"] == [run.run_id] and not outcome["ran"]
 
 
+def test_another_process_in_progress_results_are_left_alone(smoke, tmp_path):
+    """A run's results.json while its fit is tested ("fitted") belongs to the process holding the run's lock:
+    a second process skips the run and does not set that file aside."""
+    study, folder, _ = smoke
+    run = next(r for r in study.runs if r.experiment == "basic_ae")
+    copy = tmp_path / "study"
+    shutil.copytree(folder / "runs" / run.run_id, copy / "runs" / run.run_id)
+    results = copy / "runs" / run.run_id / "results.json"
+    results.write_text(json.dumps({**read_results(copy / "runs" / run.run_id), "status": "fitted"}))
+    results.with_suffix(".json.corrupt").unlink(missing_ok=True)  # left by another test in the shared folder
+    with run_lock(copy / "runs" / run.run_id) as mine:
+        assert mine
+        outcome = run_study(study, copy, only=run.run_id)
+    assert outcome["busy"] == [run.run_id] and results.exists() and not results.with_suffix(".json.corrupt").exists()
+
+
+def test_a_truncated_last_checkpoint_is_set_aside_and_the_run_starts_afresh(smoke, tmp_path):
+    """A last.ckpt cut short (a full disk) would fail every rerun the same way: it is set aside instead."""
+    study, folder, _ = smoke
+    run = next(r for r in study.runs if r.experiment == "basic_ae")
+    copy = tmp_path / "study"
+    shutil.copytree(folder / "runs" / run.run_id, copy / "runs" / run.run_id)
+    run_dir = copy / "runs" / run.run_id
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: 48 * 1024])
+    (run_dir / "results.json").unlink()
+    outcome = run_study(study, copy, only=run.run_id)
+    assert outcome["ran"] == [run.run_id], outcome
+    assert read_results(run_dir)["status"] == "tested" and (run_dir / "checkpoints" / "last.ckpt.corrupt").exists()
+
+
 def test_a_lock_is_released_when_its_process_dies(tmp_path):
     holder = subprocess.Popen(
         [

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lightning_ae.experiment import lightning_cli, run_pipeline
+from lightning_ae.experiment import check_checkpoint_file, lightning_cli, run_pipeline
 from lightning_ae.files import atomic_write, write_json
 from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.records import read_results, read_sessions, run_seconds
@@ -158,8 +158,14 @@ def execute(run: RunSpec, run_dir: Path) -> None:
     # Logs, checkpoints and results.json straight into the run's folder (no name/version subfolders).
     args += ["--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.logger.init_args.name", ""]
     args += ["--trainer.logger.init_args.version", "", "--trainer.enable_progress_bar", "false"]
-    if (run_dir / "checkpoints" / "last.ckpt").exists():
-        args += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        try:
+            check_checkpoint_file(str(last))
+            args += ["--ckpt_path", str(last)]
+        except ValueError:  # cut short (a full disk, a kill mid-write): it would fail every rerun the same way
+            log.warning("Run %s: %s is not a complete checkpoint; set aside, the run starts afresh.", run, last)
+            os.replace(last, last.with_name("last.ckpt.corrupt"))
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it also sees the study's own arguments
     try:
         lightning_cli(args)
@@ -221,9 +227,6 @@ def _run_all(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]]) -
         if read_results(run_dir) is not None:
             outcome["done"].append(run.run_id)
             continue
-        if (run_dir / "results.json").exists():  # unreadable or incomplete: never read it, redo the run
-            log.warning("Run %s: results.json is unreadable or incomplete; setting it aside and redoing the run.", run)
-            os.replace(run_dir / "results.json", run_dir / "results.json.corrupt")
         with run_lock(run_dir) as mine:
             if not mine:
                 print(f"[{number}/{len(runs)}] {run.describe()}: another process is running it; skipped")
@@ -232,6 +235,10 @@ def _run_all(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]]) -
             if read_results(run_dir) is not None:  # finished by another process since the check above
                 outcome["done"].append(run.run_id)
                 continue
+            # Only under the lock: an unlocked look could take another process's results.json mid-run for a bad one.
+            if (run_dir / "results.json").exists():  # unreadable or incomplete: never read it, redo the run
+                log.warning("Run %s: results.json is unreadable or incomplete; set aside, the run is redone.", run)
+                os.replace(run_dir / "results.json", run_dir / "results.json.corrupt")
             remaining = sum(1 for r in runs[number - 1 :] if read_results(folder / "runs" / r.run_id) is None)
             eta = f", ETA {_duration(remaining * sum(durations) / len(durations))}" if durations else ""
             print(f"[{number}/{len(runs)}] {run.describe()} ({run.run_id}){eta}", flush=True)
