@@ -364,3 +364,22 @@ def test_a_full_or_read_only_folder_is_one_line_that_says_what_to_do(capsys):
 
     with pytest.raises(OSError):  # not a folder problem: the traceback stays
         translated(other_os_error)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (["--data.train_subset", "320"], "train_subset 640 in the checkpoint, 320 now"),
+        (["--data.batch_size", "32"], "batch_size 64 in the checkpoint, 32 now"),
+    ],
+)
+def test_resuming_with_other_training_data_is_refused(tmp_path, monkeypatch, capsys, change, said):
+    """A checkpoint's place in an epoch means "the first k batches": with other items or another batch size it
+    would silently mean other batches."""
+    first = ["fit", "--config", str(BASIC), "--data.train_subset", "640", "--data.batch_size", "64"]
+    first += ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
+    assert run_cli(tmp_path, monkeypatch, capsys, first)[0] == 0
+    again = [*first, "--trainer.max_epochs", "2", "--ckpt_path", "last", *change]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, again)
+    assert code == 2 and "resuming with other training data than the checkpoint's" in err and said in err, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -204,6 +204,33 @@ class ImageDataModule(pl.LightningDataModule):
             raise RuntimeError("ImageDataModule.setup() has not run yet; call it (the Trainer does) first.")
         return self.splits[stage]
 
+    # What a checkpoint's training must have been made of for a resume to continue it: Lightning saves this
+    # in every checkpoint and hands it back on resume, where another value would silently mean other data.
+    RESUME_KEYS = (
+        "dataset",
+        "val_size",
+        "train_subset",
+        "seed",
+        "batch_size",
+        "corruption",
+        "corruption_args",
+        "pairs",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data": {key: self.hparams.get(key) for key in self.RESUME_KEYS}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved, ours = state_dict.get("data") or {}, self.state_dict()["data"]
+        differ = [
+            f"{key} {saved[key]!r} in the checkpoint, {ours[key]!r} now" for key in saved if saved[key] != ours.get(key)
+        ]
+        if differ:
+            raise ValueError(
+                f"resuming with other training data than the checkpoint's ({'; '.join(differ)}): resume with the "
+                "same data settings, or start a new run (without --ckpt_path)."
+            )
+
     def training_means(self) -> tuple[Tensor, Tensor]:
         """(mean input, mean target) of the training split: what models centre on and start their output from."""
         return self.split("train").means(seed=derive_seed(self.seed, _MEANS))

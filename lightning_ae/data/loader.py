@@ -166,13 +166,21 @@ class InMemoryLoader:
     # Lightning's loops call these when they save and load a checkpoint. The loader has no
     # length-unknown prefetching (it has __len__), so `yielded` is exactly what the steps consumed.
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "yielded": self._yielded, "group": self.group}
+        return {"epoch": self.sampler.epoch, "yielded": self._yielded, **self._shape()}
+
+    def _shape(self) -> dict[str, int]:
+        """What a resumed pass must share with the checkpoint's for "skip the first `yielded`" to mean the same
+        batches: the number of items, the batch size, the batches per step."""
+        return {"items": self.sampler.size, "batch_size": self.sampler.batch_size, "group": self.group}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if state.get("group", self.group) != self.group:
+        ours = self._shape()
+        differ = {key: (state[key], value) for key, value in ours.items() if key in state and state[key] != value}
+        if differ:
+            what = "; ".join(f"{key} {then} in the checkpoint, {now} now" for key, (then, now) in differ.items())
             raise ValueError(
-                f"the checkpoint was taken with {state['group']} batches per step and this run has {self.group}: "
-                "resume with the same data.batch_size and trainer.strategy (GroupedSteps' batches_per_step)."
+                f"resuming with other training data than the checkpoint's ({what}): resume with the same data "
+                "settings (dataset, val_size, train_subset, batch_size) and trainer.strategy, or start a new run."
             )
         self._resume = dict(state)
 
