@@ -221,6 +221,8 @@ class ImageDataModule(pl.LightningDataModule):
         return {"data": {key: self.hparams.get(key) for key in self.RESUME_KEYS}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.trainer is not None and self.trainer.state.fn != "fit":
+            return  # test, validate, predict: a checkpoint may be evaluated on any data
         saved, ours = state_dict.get("data") or {}, self.state_dict()["data"]
         differ = [
             f"{key} {saved[key]!r} in the checkpoint, {ours[key]!r} now" for key in saved if saved[key] != ours.get(key)
