@@ -1,18 +1,10 @@
-"""Argument checks, and MNIST's image shape, shared by every part of the package (it imports nothing from it)."""
+"""Argument checks shared by every part of the package (it imports nothing from it)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from typing import Any
-
-# MNIST's image shape (channels, height, width): the one place the package writes it. It lives here
-# because this is the one module that both the data and the models may import (tests/test_layout.py):
-# the dataset specs (`lightning_ae.data.datasets`) build the MNIST-format IDX files from it, and the
-# models default their `input_shape` to it. Every other shape comes from a dataset spec: the data
-# module's `image_shape`/`input_shape`, which the CLI links into the model, and the callbacks read.
-MNIST_SHAPE: tuple[int, int, int] = (1, 28, 28)
-MNIST_PIXELS: int = math.prod(MNIST_SHAPE)  # an MNIST image as one flat vector
 
 
 def check_positive_int(name: str, value: Any, allow_none: bool = False, meaning: str = "") -> Any:

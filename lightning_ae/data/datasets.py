@@ -25,10 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_ae.checks import MNIST_SHAPE
 from lightning_ae.data.idx import DataFileError, IdxFile, default_cache_dir, load_verified
 
 log = logging.getLogger(__name__)
+
+# The MNIST format's image (channels, height, width): the one place the package writes it. The specs below
+# build their IDX files' shapes from it, and the models' default `input_shape` is MNIST's spec's (models may
+# import this module and nothing else from the data: tests/test_layout.py).
+MNIST_SHAPE: tuple[int, int, int] = (1, 28, 28)
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -55,6 +59,12 @@ class DatasetSpec:
     @property
     def num_train(self) -> int:
         return self.train_labels.shape[0]
+
+    @property
+    def num_pixels(self) -> int:
+        """Values in one image: the length of a flat input."""
+        channels, height, width = self.image_shape
+        return channels * height * width
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

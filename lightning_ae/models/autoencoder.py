@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_ae.checks import MNIST_PIXELS
+from lightning_ae.data.datasets import MNIST
 from lightning_ae.models.base import AutoencoderBase, sgd_lr1
 from lightning_ae.models.layers import Activation, Loss, OutputActivation, check_code_dim
 from lightning_ae.models.layers import activation as make_activation
@@ -28,7 +28,7 @@ class Autoencoder(AutoencoderBase):
         decoder_activation: of the decoder's hidden layers.
         loss: "bce" or "mse", against the target in [0, 1].
         input_shape: linked from the data by the CLI; flat or image inputs both work. Default: MNIST's
-            pixels as one vector (`lightning_ae.checks.MNIST_PIXELS`).
+            pixels as one vector (`lightning_ae.data.datasets.MNIST.num_pixels`).
         output_activation: "sigmoid" for pixels in [0, 1] (the default); "tanh" or "linear"
             (with loss "mse") to reconstruct other ranges, e.g. the codes of a tanh or ReLU
             layer in layer-wise pre-training.
@@ -46,7 +46,7 @@ class Autoencoder(AutoencoderBase):
         loss: Loss = "bce",
         optimizer: OptimizerCallable = sgd_lr1,
         scheduler: LRSchedulerCallable | None = None,
-        input_shape: tuple[int, ...] = (MNIST_PIXELS,),
+        input_shape: tuple[int, ...] = (MNIST.num_pixels,),
         output_activation: OutputActivation = "sigmoid",
         center_inputs: bool = True,
         init_output_bias: bool = True,

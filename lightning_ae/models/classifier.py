@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_ae.checks import MNIST_PIXELS
+from lightning_ae.data.datasets import MNIST
 from lightning_ae.models.layers import Activation, check_code_dim
 from lightning_ae.models.layers import activation as make_activation
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, TrainableModule
@@ -49,7 +49,7 @@ class Classifier(TrainableModule):
         freeze_hidden: bool = False,
         optimizer: OptimizerCallable = sgd_momentum,
         scheduler: LRSchedulerCallable | None = None,
-        input_shape: tuple[int, ...] = (MNIST_PIXELS,),
+        input_shape: tuple[int, ...] = (MNIST.num_pixels,),
     ) -> None:
         super().__init__(optimizer, scheduler)
         hidden_dims = [1000, 1000] if hidden_dims is None else list(hidden_dims)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from lightning_ae.checks import MNIST_SHAPE
+from lightning_ae.data.datasets import MNIST
 from lightning_ae.models.base import AutoencoderBase
 from lightning_ae.models.layers import Loss, check_code_dim
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
@@ -55,7 +55,7 @@ class ConvAutoencoder(AutoencoderBase):
         loss: Loss = "bce",
         optimizer: OptimizerCallable = adam,
         scheduler: LRSchedulerCallable | None = None,
-        input_shape: tuple[int, ...] = MNIST_SHAPE,
+        input_shape: tuple[int, ...] = MNIST.image_shape,
         center_inputs: bool = True,
         init_output_bias: bool = True,
     ) -> None:
