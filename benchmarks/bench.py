@@ -460,6 +460,22 @@ def bench_data(repeats: int) -> None:
         lambda e: e["ratio"] < 1.0,
     )
 
+    # Every cached load checks the arrays against the pinned SHA-256 (issue 15): it must stay cheap.
+    from lightning_ae.data import load_dataset
+
+    with tempfile.TemporaryDirectory() as cache:
+        load_dataset("mnist", cache_dir=Path(cache))  # the first load verifies the files and fills the cache
+        loads = [timed_call(lambda: load_dataset("mnist", cache_dir=Path(cache)))[1] for _ in range(repeats)]
+    row(
+        "data",
+        "MNIST load from the verified cache (all four arrays)",
+        loads,
+        None,
+        "s",
+        "< 0.30 s",
+        lambda e: e["ours"]["median"] < 0.3,
+    )
+
 
 def peak_rss_mib(command: list[str], cwd: str) -> tuple[float, float]:
     """Peak RSS (MiB) of one child process, by its own rusage (not the maximum over all children), and seconds."""

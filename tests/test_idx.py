@@ -12,7 +12,7 @@ from conftest import MNIST_DIR
 
 from lightning_ae.data import idx
 from lightning_ae.data.datasets import MNIST
-from lightning_ae.data.idx import DataFileError, IdxFile, load_verified, parse_idx, read_idx
+from lightning_ae.data.idx import DataFileError, IdxFile, idx_sha256, load_verified, parse_idx, read_idx
 
 LABELS = MNIST.test_labels  # the smallest real file: 10,008 bytes decompressed
 
@@ -155,3 +155,25 @@ def test_custom_idx_file_spec_roundtrip(tmp_path):
     spec = IdxFile("tiny", hashlib.sha256(raw).hexdigest(), (2, 3))
     path = write_gz(tmp_path / "tiny.gz", raw)
     np.testing.assert_array_equal(read_idx(path, spec), np.arange(6).reshape(2, 3))
+
+
+def test_an_edited_cache_entry_of_the_right_shape_is_discarded_and_rebuilt(tmp_path, caplog):
+    """Overwriting the cached labels with 3s keeps the shape: only checking the content catches it."""
+    source, cache = _copy_labels(tmp_path), tmp_path / "cache"
+    expected = load_verified(source, LABELS, cache)
+    (entry,) = cache.glob("*.npy")
+    np.save(entry, np.full_like(expected, 3))
+    with caplog.at_level("WARNING"):
+        again = load_verified(source, LABELS, cache)
+    np.testing.assert_array_equal(again, expected)
+    assert "does not match the pinned SHA-256" in caplog.text
+    np.testing.assert_array_equal(np.load(entry), expected)  # rebuilt
+
+
+def test_the_cache_check_is_the_idx_files_own_hash(label_bytes):
+    """`idx_sha256` of the parsed array equals the SHA-256 of the file's bytes, header included."""
+    import hashlib
+
+    array = parse_idx(label_bytes, Path("labels"))
+    assert idx_sha256(array) == hashlib.sha256(label_bytes).hexdigest()
+    assert idx_sha256(array.astype(np.int16)) != hashlib.sha256(label_bytes).hexdigest()
