@@ -100,6 +100,7 @@ FLAGS = [
         "size=40",
     ),
     ("pairs-sim-zero", ["--data.pairs", "true", "--data.sim", "0"], "sim=0 is not valid"),
+    ("data-dir-missing", ["--data.data_dir", "nowhere"], "data_dir='nowhere': the folder does not exist"),
     ("missing-checkpoint", ["--ckpt_path", "missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
     ("missing-config", ["--config", "no-such.yaml"], "config: File does not exist"),
     ("last-with-nothing-to-resume", ["--ckpt_path", "last"], "ckpt_path='last': no checkpoints/last.ckpt"),
@@ -220,6 +221,27 @@ def test_damaged_data_file(tmp_path, monkeypatch, capsys, damage, message):
     code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
     assert_refused(code, err, message, tmp_path)
     assert "t10k-images-idx3-ubyte.gz" in err
+
+
+def _remove(path: Path) -> None:
+    path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_remove, "the folder lacks 1 of the MNIST files (t10k-images-idx3-ubyte[.gz] missing)"),
+        (lambda path: [file.unlink() for file in path.parent.glob("*.gz")], "the folder holds none of the MNIST"),
+    ],
+    ids=["one-file-missing", "empty-folder"],
+)
+def test_named_data_folder_without_the_files(tmp_path, monkeypatch, capsys, damage, message):
+    folder = data_copy(tmp_path)
+    damage(folder / "t10k-images-idx3-ubyte.gz")
+    argv = ["fit", "--config", str(BASIC), *FAST, "--data.data_dir", str(folder)]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
+    assert code == 2
+    assert_refused(code, err, message, tmp_path)
 
 
 def test_truncated_data_cache_is_rebuilt_not_read(tmp_path, monkeypatch):

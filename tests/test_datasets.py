@@ -70,9 +70,8 @@ def test_missing_dataset_error_names_the_three_ways(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "_download_with_torchvision", offline)
     with pytest.raises(DatasetNotFoundError) as err:
-        load_dataset(spec, data_dir=tmp_path / "mine", cache_dir=tmp_path / "cache")
+        load_dataset(spec, cache_dir=tmp_path / "cache")
     message = str(err.value)
-    assert str(tmp_path / "mine") in message
     assert "--data.data_dir" in message and "LIGHTNING_AE_DATA_DIR" in message
     assert "apt-get install dataset-fashion-mnist" in message
     assert "torchvision download: failed" in message and "Name or service not known" in message
@@ -82,7 +81,35 @@ def test_download_can_be_disabled(tmp_path, monkeypatch):
     spec = dataclasses.replace(FASHION_MNIST, system_dirs=())
     monkeypatch.setattr(datasets, "_download_with_torchvision", lambda *a: pytest.fail("downloaded"))
     with pytest.raises(DatasetNotFoundError, match="not attempted"):
-        load_dataset(spec, data_dir=tmp_path, download=False)
+        load_dataset(spec, download=False)
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: root.write_text("x"), "is not a folder"),
+        (lambda root: root.mkdir(), "holds none of the MNIST files"),
+        (lambda root: (root / "mnist").mkdir(parents=True), "holds none of the MNIST files"),
+        (
+            lambda root: [root.mkdir(), shutil.copy(MNIST_DIR / "train-images-idx3-ubyte.gz", root)],
+            "lacks 3 of the MNIST files (train-labels-idx1-ubyte[.gz], t10k-images",
+        ),
+    ],
+    ids=["missing", "a-file", "empty", "empty-subfolder", "incomplete"],
+)
+@pytest.mark.parametrize("how", ["data_dir", "environment"])
+def test_a_folder_the_user_names_must_hold_the_data_and_never_falls_back_to_the_bundled_copy(
+    tmp_path, monkeypatch, make, said, how
+):
+    root = tmp_path / "named"
+    make(root)
+    if how == "environment":
+        monkeypatch.setenv("LIGHTNING_AE_DATA_DIR", str(root))
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("mnist", data_dir=root if how == "data_dir" else None, cache_dir=tmp_path / "cache")
+    setting = "data_dir=" if how == "data_dir" else "LIGHTNING_AE_DATA_DIR="
+    assert str(err.value).startswith(f"{setting}{str(root)!r}: the folder {said}"), err.value
 
 
 def test_unknown_dataset_name():

@@ -168,6 +168,23 @@ def _complete_folder(root: Path, spec: DatasetSpec) -> Path | None:
     return None
 
 
+def check_named_folder(spec: DatasetSpec, setting: str, root: Path) -> None:
+    """Raise DatasetNotFoundError unless `root` (or `root/<name>`) holds every file of `spec`."""
+    if _complete_folder(root, spec):
+        return
+    if not root.is_dir():
+        problem = "is not a folder" if root.exists() else "does not exist"
+    else:
+        folder = root / spec.name if (root / spec.name).is_dir() else root
+        missing = [file.name for file in spec.files if not _file_in(folder, file)]
+        held = "holds none" if len(missing) == len(spec.files) else f"lacks {len(missing)}"
+        problem = f"{held} of the {spec.title} files ({', '.join(f'{name}[.gz]' for name in missing)} missing)"
+    raise DatasetNotFoundError(
+        f"{setting}: the folder {problem}. Put the four files there (or in its {spec.name}/), or leave the "
+        "setting out to use the data lightning-ae finds itself (the bundled MNIST, system folders)."
+    )
+
+
 def candidate_roots(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Every folder searched for `spec`, in order (download not included)."""
     roots: list[Path] = []
@@ -195,7 +212,16 @@ def locate(
     download: bool = True,
     cache_dir: Path | None = None,
 ) -> Path:
-    """The folder that holds all four files of `spec`; raises DatasetNotFoundError naming every way tried."""
+    """The folder that holds all four files of `spec`; raises DatasetNotFoundError naming every way tried.
+
+    A folder the user names (`data_dir`, or $LIGHTNING_AE_DATA_DIR) must hold the files: falling back
+    to the bundled data would silently train on other data than the user asked for.
+    """
+    named = [(f"data_dir={str(data_dir)!r}", data_dir)] if data_dir is not None else []
+    if env := os.environ.get("LIGHTNING_AE_DATA_DIR"):
+        named.append((f"LIGHTNING_AE_DATA_DIR={env!r}", env))
+    for setting, root in named:
+        check_named_folder(spec, setting, Path(root).expanduser())
     roots = candidate_roots(spec, data_dir)
     for root in roots:
         if folder := _complete_folder(root, spec):
