@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from lightning_ae.callbacks import ResultsJSON
-from lightning_ae.callbacks.results import trivial_predictor
+from lightning_ae.callbacks.trivial import trivial_predictor
 from lightning_ae.data import ImageDataModule
 from lightning_ae.evaluation import (
     class_mean_predictor_metrics,

@@ -3,11 +3,8 @@ and whether the run converged and learned (against the trivial predictor, whose 
 
 from __future__ import annotations
 
-import math
 import platform
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,12 +13,11 @@ import pytorch_lightning as pl
 import sklearn
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
-from torch import Tensor
 
 import lightning_ae
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.callbacks.divergence import DivergenceGuard
-from lightning_ae.data.loader import SplitData
+from lightning_ae.callbacks.trivial import finite_number, learned_metric, trivial_predictor
 from lightning_ae.evaluation.verdicts import (
     MARGIN,
     TOLERANCE,
@@ -29,13 +25,8 @@ from lightning_ae.evaluation.verdicts import (
     check_margin,
     check_tolerance,
     check_window,
-    class_mean_predictor_metrics,
-    class_prior,
-    class_prior_metrics,
     convergence,
     learned,
-    mean_predictor_metrics,
-    mean_target,
 )
 from lightning_ae.files import write_json
 from lightning_ae.models import AutoencoderBase
@@ -64,11 +55,6 @@ def split_ae_and_pca(metrics: dict[str, float]) -> tuple[dict[str, float], dict[
     return ae, pca
 
 
-def _number(value: Any) -> float | None:
-    value = float(value.item() if isinstance(value, torch.Tensor) else value)
-    return value if math.isfinite(value) else None  # JSON has no NaN; a null is unmistakable
-
-
 def device_name(device: torch.device) -> str:
     """The GPU's name on CUDA, the CPU's model on the CPU (what a timing was measured on)."""
     if device.type == "cuda":
@@ -81,64 +67,6 @@ def device_name(device: torch.device) -> str:
 def early_stopping(trainer: pl.Trainer) -> EarlyStopping | None:
     """The run's EarlyStopping callback, if it has one."""
     return next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
-
-
-def _targets(split: SplitData, batch_size: int) -> Iterator[Tensor]:
-    """The split's own batch targets, in chunks (the clean image, or the pair's partner in pairs mode).
-
-    Corruption only changes the inputs, so it is switched off here: no noise is drawn for nothing.
-    """
-    clean = replace(split, corruption=None, fixed_inputs=None)
-    for index in torch.arange(len(split)).split(batch_size):
-        yield clean.batch(index)[1]
-
-
-def _labels(split: SplitData, batch_size: int) -> Iterator[Tensor]:
-    """The split's item labels in the chunks of `_targets` (the object's class in pairs mode)."""
-    labels = split.item_labels
-    for index in torch.arange(len(split)).split(batch_size):
-        yield labels[index.to(labels.device)]
-
-
-def trivial_predictor(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
-    """The test figures of the trivial predictor for this model and data, or None when they cannot be had.
-
-    An autoencoder's: the mean training target (image) for every test item, BCE and MSE per pixel and per
-    image; a classifier's: the class prior of the training labels, its cross-entropy and majority-class error.
-    """
-    data = trainer.datamodule
-    if data is None or not callable(getattr(data, "split", None)):
-        return None
-    batch_size = int(getattr(data, "eval_batch_size", 1000) or 1000)
-    train, test = data.split("train"), data.split("test")
-    if isinstance(pl_module, AutoencoderBase):
-        mean = mean_target(_targets(train, batch_size))
-        figures = mean_predictor_metrics(mean, _targets(test, batch_size))
-        trivial = {"predictor": "mean training image", **{f"test/{k}": v for k, v in figures.items()}}
-        if train.partners is not None:  # similarity pairs: the class's mean image is the best any model can do
-            labelled = zip(_targets(train, batch_size), _labels(train, batch_size), strict=True)
-            tested = zip(_targets(test, batch_size), _labels(test, batch_size), strict=True)
-            floor = class_mean_predictor_metrics(labelled, tested, int(train.labels.max().item()) + 1)
-            trivial["class_mean"] = {f"test/{k}": v for k, v in floor.items()}
-        return trivial
-    if hasattr(pl_module, "hparams") and "num_classes" in pl_module.hparams:
-        prior = class_prior(train.item_labels, int(pl_module.hparams["num_classes"]))
-        figures = class_prior_metrics(prior, test.item_labels)
-        return {
-            "predictor": "class prior",
-            "test/loss": _number(figures["loss"]),
-            "test/error": figures["error"],
-            "majority_class": figures["majority_class"],
-            "prior": [round(p, 6) for p in prior.tolist()],
-        }
-    return None
-
-
-def learned_metric(pl_module: pl.LightningModule) -> str:
-    """The test metric set against the trivial predictor's: what the model is trained to lower."""
-    if isinstance(pl_module, AutoencoderBase):
-        return "test/mse_per_pixel" if getattr(pl_module, "loss_name", "bce") == "mse" else "test/bce_per_pixel"
-    return "test/loss"
 
 
 class ResultsJSON(pl.Callback):
@@ -193,7 +121,7 @@ class ResultsJSON(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
             return
-        self.val_loss_history.append(_number(trainer.callback_metrics["val/loss"]))
+        self.val_loss_history.append(finite_number(trainer.callback_metrics["val/loss"]))
 
     # Saved in every checkpoint, so that a resumed run still judges its whole history.
     def state_dict(self) -> dict[str, Any]:
@@ -207,7 +135,9 @@ class ResultsJSON(pl.Callback):
         self.timings["fit_seconds"] = time.perf_counter() - self.phase_started
         self.epochs = trainer.current_epoch
         self.fit_metrics = {
-            key: _number(value) for key, value in trainer.callback_metrics.items() if key.startswith(("train/", "val/"))
+            key: finite_number(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith(("train/", "val/"))
         }
         guard = diverged(trainer)
         if guard is None:
@@ -233,10 +163,12 @@ class ResultsJSON(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timings["test_seconds"] = time.perf_counter() - self.phase_started
-        metrics = {key: _number(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")}
+        metrics = {
+            key: finite_number(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")
+        }
         # Validation kNN measured at test time belongs with the test metrics.
         metrics.update(
-            {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/knn", "val/pca"))}
+            {k: finite_number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/knn", "val/pca"))}
         )
         if self.trivial is None and trainer.is_global_zero:
             started = time.perf_counter()
@@ -309,7 +241,7 @@ class ResultsJSON(pl.Callback):
             "last_epoch": self.fit_metrics,  # train/val loss of the last epoch (test uses the best checkpoint)
             "global_step": trainer.global_step,
             "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
-            "best_val_loss": None if best_score is None else _number(best_score),
+            "best_val_loss": None if best_score is None else finite_number(best_score),
             "val_loss_history": list(self.val_loss_history),
             "convergence": converged,
             "learned": verdict,
