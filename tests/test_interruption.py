@@ -30,7 +30,9 @@ ARGS = ["--data.train_subset", "2048", "--trainer.strategy", GROUPED, "--trainer
 ARGS += ["--trainer.enable_progress_bar", "false", "--model.init_args.code_dim", "8", "--data.batch_size", "32"]
 
 
-def write_config(folder: Path, source: str, signal_step: int | None = None, signal_name: str = "SIGTERM") -> Path:
+def write_config(
+    folder: Path, source: str, signal_step: int | None = None, signal_name: str = "SIGTERM", stage: str = "train"
+) -> Path:
     """The real config (an experiment's files composed, as a study composes them) without its evaluation callbacks
     (seconds, not minutes), plus the signalling one."""
     files = dict.fromkeys(["basic_ae.yaml", source])  # every experiment but the conv AE builds on the basic AE
@@ -40,10 +42,10 @@ def write_config(folder: Path, source: str, signal_step: int | None = None, sign
         config["trainer"]["callbacks"] = [
             {
                 "class_path": "signal_at_step.SignalAtStep",
-                "init_args": {"step": signal_step, "signal_name": signal_name},
+                "init_args": {"step": signal_step, "signal_name": signal_name, "stage": stage},
             }
         ]
-    path = folder / f"{Path(source).stem}-{signal_name if signal_step else 'plain'}.yaml"
+    path = folder / f"{Path(source).stem}-{f'{signal_name}-{stage}' if signal_step is not None else 'plain'}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -109,6 +111,30 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_exits_cleanly_and_resumes_exactly
     # The resumed run continued in the interrupted run's folder, not in a new version.
     assert [p.name for p in tmp_path.glob("lightning_logs/*/version_*")] == ["version_0"]
     assert_same_run(finished_run(tmp_path), uninterrupted[source])
+
+
+@pytest.mark.parametrize("stage", ["validation", "test"])
+def test_a_signal_during_the_last_validation_or_the_test_stops_before_any_result_and_resumes_exactly(
+    tmp_path, uninterrupted, stage
+):
+    """Before, the signal was acted on only after a training step: sent during the last epoch's validation or the
+    test after the fit, it was ignored, and the run went on to write its results."""
+    last_epoch_start = 3 * STEPS_PER_EPOCH + 1  # the validation after the last epoch (step 64) is the first past it
+    result = fit(write_config(tmp_path, "basic_ae.yaml", last_epoch_start, "SIGTERM", stage), tmp_path)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    said = (
+        "stopped in epoch 3 after optimizer step 64; checkpoint saved"
+        if stage == "validation"
+        else "stopped during test after batch 1"
+    )
+    assert f"SIGTERM received: {said}" in result.stderr, result.stderr[-3000:]
+    results = list(tmp_path.glob("lightning_logs/*/version_*/results.json"))
+    assert all(json.loads(path.read_text())["status"] != "tested" for path in results), "no test results"
+
+    resumed = fit(write_config(tmp_path, "basic_ae.yaml"), tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(finished_run(tmp_path), uninterrupted["basic_ae.yaml"])
 
 
 def test_a_hard_kill_loses_only_the_epoch_in_progress_and_resumes_to_the_same_result(tmp_path, uninterrupted):

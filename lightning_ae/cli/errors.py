@@ -11,14 +11,17 @@ import errno
 import os
 import pickle
 import re
+import signal
 import sys
 from argparse import ArgumentError
 from collections.abc import Callable
 from pathlib import Path
 
 from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_ae.callbacks import RunInterrupted
+from lightning_ae.callbacks.interruption import SIGNAL_EXIT_BASE
 from lightning_ae.experiment import check_checkpoint_file
 
 # An output folder that cannot take a file: read-only, no permission, or full.
@@ -107,6 +110,15 @@ def translated(command: Callable[[], int]) -> int:
     except RunInterrupted as err:
         print(f"lightning-ae: {err}", file=sys.stderr)
         return err.exit_code
+    except SIGTERMException:
+        # Lightning's own SIGTERM handling (a signal between its handler's registration and ours): a SystemExit
+        # whose status would be 0, as if the run had finished.
+        print(
+            "lightning-ae: SIGTERM received: stopped; nothing was saved after the last checkpoint. Run the same "
+            "command again with --ckpt_path last to resume (or without it if no checkpoint was saved yet).",
+            file=sys.stderr,
+        )
+        return SIGNAL_EXIT_BASE + signal.SIGTERM
     except pickle.UnpicklingError as err:
         print(
             "lightning-ae: error: the checkpoint holds Python objects that a safe load refuses (it could run code "

@@ -12,11 +12,25 @@ import pytorch_lightning as pl
 
 
 class SignalAtStep(pl.Callback):
-    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
-        self.step, self.signal_name = step, signal_name
+    """Signals at the end of the training batch that reaches optimizer step `step` (`stage="train"`), or of the
+    first validation batch once it is reached (`"validation"`, the sanity check excluded), or of the first test
+    batch (`"test"`)."""
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM", stage: str = "train") -> None:
+        self.step, self.signal_name, self.stage = step, signal_name, stage
         self.sent = False
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        if not self.sent and trainer.global_step >= self.step:
+    def _send(self, trainer: pl.Trainer, stage: str) -> None:
+        if not self.sent and stage == self.stage and trainer.global_step >= self.step:
             self.sent = True
             os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        self._send(trainer, "train")
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if not trainer.sanity_checking:
+            self._send(trainer, "validation")
+
+    def on_test_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        self._send(trainer, "test")
