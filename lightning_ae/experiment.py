@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,9 @@ from lightning_ae.callbacks import (
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import non_finite_values
 from lightning_ae.data import ImageDataModule
+from lightning_ae.files import is_complete_checkpoint
 from lightning_ae.pretraining import LayerwisePretraining
+from lightning_ae.strategies import use_atomic_checkpoints
 
 DEFAULT_LOG_DIR = "lightning_logs"
 TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
@@ -113,6 +114,11 @@ class AutoencoderCLI(LightningCLI):
         if config.trainer.enable_progress_bar is not False and not has_bar:
             bar = Namespace(class_path=PROGRESS_BAR, init_args=Namespace(refresh_rate=PROGRESS_REFRESH_STEPS))
             config.trainer.callbacks = [*callbacks, bar]
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)  # a full disk or a kill never leaves a cut-off checkpoint
+        return trainer
 
     def before_fit(self) -> None:
         self._check_checkpoint_path()
@@ -228,5 +234,5 @@ def check_checkpoint_file(path: str | None) -> None:
         return
     if not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file.")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no directory
+    if not is_complete_checkpoint(path):
         raise ValueError(f"ckpt_path={path!r} is not a complete checkpoint (truncated, or not written by torch).")

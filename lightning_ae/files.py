@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -47,3 +51,26 @@ def write_json(target: str | os.PathLike, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
     with atomic_write(target, "w") as handle:
         handle.write(text + "\n")
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """torch.save writes a zip archive whose directory comes last: a cut-off file has none."""
+    return zipfile.is_zipfile(path)
+
+
+def resumable_checkpoint(folder: Path, what: str) -> Path | None:
+    """The checkpoint in `folder` to resume `what` from: `last.ckpt`, else the newest other complete one.
+
+    A cut-off checkpoint (written by an older version on a full disk, or copied in part) would fail
+    every rerun the same way: it is renamed to `<name>.corrupt` with a warning and the next one is
+    tried. None: nothing to resume from, `what` starts afresh.
+    """
+    others = sorted((p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime)
+    for path in [folder / "last.ckpt", *reversed(others)]:
+        if not path.is_file():
+            continue
+        if is_complete_checkpoint(path):
+            return path
+        log.warning("%s: %s is not a complete checkpoint; set aside as %s.corrupt.", what, path, path.name)
+        os.replace(path, path.with_name(f"{path.name}.corrupt"))
+    return None

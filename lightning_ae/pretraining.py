@@ -36,17 +36,17 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lightning_ae.callbacks import DivergenceGuard, HParamsSummary, ResultsJSON
+from lightning_ae.callbacks import DivergenceGuard, GracefulInterruption, HParamsSummary, ResultsJSON
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_positive_int
 from lightning_ae.data import ImageDataModule
 from lightning_ae.data.tensors import TensorDataModule
-from lightning_ae.files import write_json
+from lightning_ae.files import resumable_checkpoint, write_json
 from lightning_ae.models import Autoencoder, Classifier
 from lightning_ae.models.classifier import sgd_momentum
 from lightning_ae.models.layers import ACTIVATIONS
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
-from lightning_ae.strategies import GroupedSteps
+from lightning_ae.strategies import GroupedSteps, use_atomic_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,14 @@ class LayerwisePretraining:
         how = ("accelerator", "devices", "grouped_steps", "output_dir")  # where and how fast, not what
         defining = {k: v for k, v in self.config.items() if k not in how}
         if record.exists():
-            previous = json.loads(record.read_text()).get("config", {})
+            try:
+                previous = json.loads(record.read_text())["config"]
+                assert isinstance(previous, dict)
+            except (OSError, ValueError, KeyError, TypeError, AssertionError) as err:
+                raise ValueError(
+                    f"{record}: not a readable pipeline record ({type(err).__name__}: {err}). It says which config "
+                    "made the stages in that folder; delete the folder to start over, or choose another --output_dir."
+                ) from None
             differing = sorted(k for k in set(previous) | set(defining) if previous.get(k) != defining.get(k))
             if differing:
                 details = "; ".join(f"{k}: {previous.get(k)!r} there, {defining.get(k)!r} now" for k in differing)
@@ -165,7 +172,7 @@ class LayerwisePretraining:
         stopping = (
             [] if stage.patience is None else [EarlyStopping("val/loss", min_delta=1e-4, patience=stage.patience)]
         )
-        return pl.Trainer(
+        trainer = pl.Trainer(
             max_epochs=stage.epochs,
             accelerator=self.accelerator,
             devices=self.devices,
@@ -178,11 +185,14 @@ class LayerwisePretraining:
                 results,
                 HParamsSummary(),
                 DivergenceGuard(),
+                GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
                 TQDMProgressBar(refresh_rate=50),
                 *stopping,
             ],
             enable_model_summary=False,
         )
+        use_atomic_checkpoints(trainer)  # a full disk or a kill never leaves a cut-off checkpoint
+        return trainer
 
     def _load(self, model: pl.LightningModule, checkpoint: str, stage: str) -> None:
         # Only tensors are read (weights_only): a checkpoint cannot run code when loaded.
@@ -206,10 +216,10 @@ class LayerwisePretraining:
         results = ResultsJSON()
         results.config = {"pipeline": self.config, "stage": name}
         trainer = self._trainer(name, stage, results)
-        last = stage_dir / "checkpoints" / "last.ckpt"
-        if last.exists():
-            log.info("Stage %s was interrupted; resuming from %s", name, last)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        # The last good checkpoint (cut-off ones set aside), or none: the stage starts afresh.
+        if (checkpoint := resumable_checkpoint(stage_dir / "checkpoints", f"stage {name}")) is not None:
+            log.info("Stage %s was interrupted; resuming from %s", name, checkpoint)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=None if checkpoint is None else str(checkpoint))
         if (guard := diverged(trainer)) is not None:
             raise RuntimeError(f"stage {name!r}: {guard.message}")
         trainer.test(model, datamodule=datamodule, ckpt_path="best")

@@ -24,10 +24,10 @@ ALLOWED = {
     "data": {"files"},
     "models": set(),  # and the dataset specs, for their default input shape (SPECS)
     "evaluation": {"files"},
-    "strategies": set(),
+    "strategies": {"files"},
     "callbacks": {"files", "provenance", "data", "models", "evaluation"},
     "pretraining": {"files", "data", "models", "strategies", "callbacks"},
-    "experiment": {"data", "callbacks", "pretraining"},
+    "experiment": {"files", "data", "callbacks", "pretraining", "strategies"},
     "study": {"files", "provenance", "evaluation", "experiment"},
     "cli": {"data", "callbacks", "experiment", "study"},
     "__main__": {"cli"},

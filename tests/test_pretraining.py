@@ -159,3 +159,75 @@ def test_classifier_bad_input():
         Classifier(hidden_dims=[], freeze_hidden=True)
     with pytest.raises(ValueError, match=r"activation='swish' is not a known activation"):
         Classifier(activation="swish")
+
+
+def _copy_pipeline(source, target, stages=("layer1", "layer2", "frozen", "finetune")):
+    import shutil
+
+    target.mkdir(exist_ok=True)
+    shutil.copy(source / "pipeline.json", target / "pipeline.json")
+    for stage in stages:
+        shutil.copytree(source / stage, target / stage)
+        # results.json names its checkpoints by absolute path: point them at the copy
+        results = target / stage / "results.json"
+        results.write_text(results.read_text().replace(str(source), str(target)))
+
+
+def test_sigterm_stops_the_pipeline_with_a_checkpoint_and_a_rerun_finishes_it_as_if_never_stopped(
+    pipeline_run, tmp_path, monkeypatch
+):
+    import signal
+
+    from conftest import REPO
+
+    from lightning_ae.callbacks import GracefulInterruption, RunInterrupted
+
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "scripts"))
+    from signal_at_step import SignalAtStep
+
+    output_dir, summary = pipeline_run
+    copy = tmp_path / "pipeline"
+    _copy_pipeline(output_dir, copy, stages=("layer1", "layer2"))
+    original = LayerwisePretraining._trainer
+
+    def with_signal(self, name, stage, results):
+        trainer = original(self, name, stage, results)
+        if name == "frozen":
+            trainer.callbacks.insert(0, SignalAtStep(step=1))
+        return trainer
+
+    monkeypatch.setattr(LayerwisePretraining, "_trainer", with_signal)
+    with pytest.raises(RunInterrupted) as stopped:
+        tiny_pipeline(copy).run()
+    assert stopped.value.exit_code == 128 + signal.SIGTERM and "stopped in epoch 0 after optimizer step 1" in str(
+        stopped.value
+    )
+    assert stopped.value.checkpoint == copy / "frozen" / "checkpoints" / "last.ckpt"
+    assert not (copy / "frozen" / "results.json").exists() and not (copy / "results.json").exists()
+    handler = signal.getsignal(signal.SIGTERM)  # given back: the next stage or command gets the usual handling
+    assert not isinstance(getattr(handler, "__self__", None), GracefulInterruption)
+
+    monkeypatch.setattr(LayerwisePretraining, "_trainer", original)
+    again = tiny_pipeline(copy).run()
+    assert again["stages"]["frozen"]["test/acc"] == pytest.approx(summary["stages"]["frozen"]["test/acc"])
+    assert again["stages"]["finetune"]["test/acc"] == pytest.approx(summary["stages"]["finetune"]["test/acc"])
+
+
+def test_a_cut_off_stage_checkpoint_is_set_aside_and_the_stage_goes_back_to_the_last_good_one(pipeline_run, tmp_path):
+    output_dir, _ = pipeline_run
+    copy = tmp_path / "pipeline"
+    _copy_pipeline(output_dir, copy)
+    last = copy / "finetune" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    (copy / "finetune" / "results.json").unlink()
+    again = tiny_pipeline(copy).run()
+    assert (copy / "finetune" / "checkpoints" / "last.ckpt.corrupt").exists()
+    assert json.loads((copy / "finetune" / "results.json").read_text())["status"] == "tested"
+    assert again["stages"]["finetune"]["test/error"] is not None
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"other": 1}'], ids=["malformed", "a-list", "no-config"])
+def test_an_unreadable_pipeline_record_is_named(tmp_path, text):
+    (tmp_path / "pipeline.json").write_text(text)
+    with pytest.raises(ValueError, match=r"pipeline.json: not a readable pipeline record .* delete the folder"):
+        tiny_pipeline(tmp_path).run()

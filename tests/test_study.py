@@ -111,7 +111,7 @@ def test_another_process_in_progress_results_are_left_alone(smoke, tmp_path):
     assert outcome["busy"] == [run.run_id] and results.exists() and not results.with_suffix(".json.corrupt").exists()
 
 
-def test_a_truncated_last_checkpoint_is_set_aside_and_the_run_starts_afresh(smoke, tmp_path):
+def test_a_truncated_last_checkpoint_is_set_aside_and_the_run_goes_back_to_the_last_good_one(smoke, tmp_path):
     """A last.ckpt cut short (a full disk) would fail every rerun the same way: it is set aside instead."""
     study, folder, _ = smoke
     run = next(r for r in study.runs if r.experiment == "basic_ae")

@@ -36,8 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lightning_ae.experiment import check_checkpoint_file, lightning_cli, run_pipeline
-from lightning_ae.files import atomic_write, write_json
+from lightning_ae.experiment import lightning_cli, run_pipeline
+from lightning_ae.files import atomic_write, resumable_checkpoint, write_json
 from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.records import read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study
@@ -158,14 +158,9 @@ def execute(run: RunSpec, run_dir: Path) -> None:
     # Logs, checkpoints and results.json straight into the run's folder (no name/version subfolders).
     args += ["--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.logger.init_args.name", ""]
     args += ["--trainer.logger.init_args.version", "", "--trainer.enable_progress_bar", "false"]
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        try:
-            check_checkpoint_file(str(last))
-            args += ["--ckpt_path", str(last)]
-        except ValueError:  # cut short (a full disk, a kill mid-write): it would fail every rerun the same way
-            log.warning("Run %s: %s is not a complete checkpoint; set aside, the run starts afresh.", run, last)
-            os.replace(last, last.with_name("last.ckpt.corrupt"))
+    # The last good checkpoint (cut-off ones set aside), or none: the run starts afresh.
+    if (checkpoint := resumable_checkpoint(run_dir / "checkpoints", f"run {run.run_id}")) is not None:
+        args += ["--ckpt_path", str(checkpoint)]
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it also sees the study's own arguments
     try:
         lightning_cli(args)
