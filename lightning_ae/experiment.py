@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -120,9 +121,30 @@ class AutoencoderCLI(LightningCLI):
         use_atomic_checkpoints(trainer)  # a full disk or a kill never leaves a cut-off checkpoint
         return trainer
 
+    def _parse_ckpt_path(self) -> None:
+        # For test, validate and predict, Lightning builds the model from the checkpoint's hyper-parameters. For a
+        # fit it would also let them silently override the user's (a resume asked with another activation would
+        # train the old one): a fit refuses such a resume instead, naming the key (`_check_resume`).
+        if self.config.get("subcommand") != "fit":
+            super()._parse_ckpt_path()
+
     def before_fit(self) -> None:
         self._check_checkpoint_path()
+        self._check_resume()
         self._give_results_the_config()
+
+    def _check_resume(self) -> None:
+        # Before the trainer writes anything (a new version folder, config.yaml, an event file): a resume that
+        # Lightning would refuse later leaves nothing behind.
+        path = self.config.fit.get("ckpt_path")
+        if path in LIGHTNING_CHECKPOINT_NAMES or "://" in str(path):
+            return
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if differ := resume_differences(checkpoint, self.model, self.datamodule):
+            raise ValueError(
+                f"resuming from {path} with other settings than the checkpoint's ({'; '.join(differ)}): resume with "
+                "the same settings, or start a new run (without --ckpt_path)."
+            )
 
     def before_validate(self) -> None:
         self._check_checkpoint_path()
@@ -154,6 +176,31 @@ class AutoencoderCLI(LightningCLI):
             checkpoint = self.trainer.checkpoint_callback
             best = "best" if checkpoint is not None and checkpoint.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
+
+
+def resume_differences(
+    checkpoint: dict[str, Any], model: pl.LightningModule, datamodule: pl.LightningDataModule | None
+) -> list[str]:
+    """Where a fit's model (its class and hyper-parameters) and data differ from those `checkpoint` was saved with.
+
+    The optimizer and scheduler may change on resume (a lower learning rate is a common reason to resume).
+    """
+    saved = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if k != "_instantiator"}
+    ours = {k: v for k, v in model.hparams.items() if k != "_instantiator"}
+    ours.setdefault("_class_path", f"{type(model).__module__.rsplit('.', 1)[0]}.{type(model).__name__}")
+
+    def plain(value: Any) -> Any:
+        return json.loads(json.dumps(value, default=str))  # tuples as lists, as a checkpoint may hold them
+
+    differ = [
+        f"model.{key.lstrip('_')} {saved.get(key)!r} in the checkpoint, {ours.get(key)!r} now"
+        for key in sorted(set(saved) & set(ours) | {"_class_path"} & set(saved))
+        if plain(saved.get(key)) != plain(ours.get(key))
+    ]
+    state = checkpoint.get(type(datamodule).__qualname__) if datamodule is not None else None
+    if state is not None and callable(getattr(datamodule, "resume_differences", None)):
+        differ += [f"data.{difference}" for difference in datamodule.resume_differences(state)]
+    return differ
 
 
 def find_last_checkpoint(logger_args: Namespace) -> tuple[Path, str]:

@@ -10,6 +10,7 @@ DataModule, the models, the callbacks, the data files, checkpoints and the study
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -388,20 +389,67 @@ def test_a_full_or_read_only_folder_is_one_line_that_says_what_to_do(capsys):
         translated(other_os_error)
 
 
-@pytest.mark.parametrize(
-    ("change", "said"),
-    [
-        (["--data.train_subset", "320"], "train_subset 640 in the checkpoint, 320 now"),
-        (["--data.batch_size", "32"], "batch_size 64 in the checkpoint, 32 now"),
-    ],
-)
-def test_resuming_with_other_training_data_is_refused(tmp_path, monkeypatch, capsys, change, said):
+RESUMES = [
+    ("train-subset", ["--data.train_subset", "320"], "data.train_subset 640 in the checkpoint, 320 now"),
+    ("batch-size", ["--data.batch_size", "32"], "data.batch_size 64 in the checkpoint, 32 now"),
+    ("seed", ["--data.seed", "1"], "data.seed 0 in the checkpoint, 1 now"),
+    (
+        "corruption",
+        ["--data.corruption", "masking", "--data.corruption_args", "{p: 0.3}"],
+        "data.corruption None in the checkpoint, 'masking' now; data.corruption_args None in the checkpoint",
+    ),
+    (
+        "activation",
+        ["--model.init_args.activation", "relu"],
+        "model.activation 'sigmoid' in the checkpoint, 'relu' now",
+    ),
+    ("code-dim", ["--model.init_args.code_dim", "16"], "model.code_dim 32 in the checkpoint, 16 now"),
+    (
+        "model-class",
+        ["--model", "lightning_ae.models.SparseAutoencoder"],
+        "model.class_path 'lightning_ae.models.Autoencoder' in the checkpoint, 'lightning_ae.models.SparseAutoencoder'",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """One finished 1-epoch fit, to resume from."""
+    folder = tmp_path_factory.mktemp("to-resume")
+    cwd = Path.cwd()
+    try:
+        os.chdir(folder)
+        assert main(["fit", "--config", str(BASIC), *RESUME_BASE]) == 0
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+RESUME_BASE = ["--data.train_subset", "640", "--data.batch_size", "64", "--trainer.max_epochs", "1"]
+RESUME_BASE += ["--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
+
+
+@pytest.mark.parametrize(("change", "said"), [case[1:] for case in RESUMES], ids=[case[0] for case in RESUMES])
+def test_resuming_with_other_data_corruption_or_model_is_refused_before_anything_is_written(
+    trained_run, tmp_path, monkeypatch, capsys, change, said
+):
     """A checkpoint's place in an epoch means "the first k batches": with other items or another batch size it
-    would silently mean other batches."""
-    first = ["fit", "--config", str(BASIC), "--data.train_subset", "640", "--data.batch_size", "64"]
-    first += ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
-    assert run_cli(tmp_path, monkeypatch, capsys, first)[0] == 0
-    again = [*first, "--trainer.max_epochs", "2", "--ckpt_path", "last", *change]
-    code, err = run_cli(tmp_path, monkeypatch, capsys, again)
-    assert code == 2 and "resuming with other training data than the checkpoint's" in err and said in err, err
+    would silently mean other batches; with another model, Lightning's CLI used to put the checkpoint's settings
+    in place of the user's without a word."""
+    folder = tmp_path / "run"
+    shutil.copytree(trained_run, folder)
+    [checkpoint] = folder.glob("lightning_logs/*/version_0/checkpoints/last.ckpt")
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    again = ["fit", "--config", str(BASIC), *RESUME_BASE, "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint)]
+    code, err = run_cli(folder, monkeypatch, capsys, [*again, *change])
+    assert code == 2 and "with other settings than the checkpoint's" in err and said in err, err
     assert len(err.strip().splitlines()) == 1, err
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before, "a file or folder was written"
+
+
+def test_resuming_with_the_same_settings_and_another_learning_rate_is_allowed(trained_run, tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    shutil.copytree(trained_run, folder)
+    monkeypatch.chdir(folder)
+    again = ["fit", "--config", str(BASIC), *RESUME_BASE, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    assert main([*again, "--model.init_args.optimizer.init_args.lr", "1e-4"]) == 0

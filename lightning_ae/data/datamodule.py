@@ -220,14 +220,17 @@ class ImageDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         return {"data": {key: self.hparams.get(key) for key in self.RESUME_KEYS}}
 
+    def resume_differences(self, state_dict: dict[str, Any]) -> list[str]:
+        """The settings in which a checkpoint's saved state (`state_dict()`) differs from this DataModule's."""
+        saved, ours = state_dict.get("data") or {}, self.state_dict()["data"]
+        return [
+            f"{key} {saved[key]!r} in the checkpoint, {ours[key]!r} now" for key in saved if saved[key] != ours.get(key)
+        ]
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.trainer is not None and self.trainer.state.fn != "fit":
             return  # test, validate, predict: a checkpoint may be evaluated on any data
-        saved, ours = state_dict.get("data") or {}, self.state_dict()["data"]
-        differ = [
-            f"{key} {saved[key]!r} in the checkpoint, {ours[key]!r} now" for key in saved if saved[key] != ours.get(key)
-        ]
-        if differ:
+        if differ := self.resume_differences(state_dict):
             raise ValueError(
                 f"resuming with other training data than the checkpoint's ({'; '.join(differ)}): resume with the "
                 "same data settings, or start a new run (without --ckpt_path)."
