@@ -39,3 +39,29 @@ def non_finite_values(config: Any, where: str = "") -> list[str]:
     for key, value in items:
         found += non_finite_values(value, f"{where}.{key}" if where else str(key))
     return found
+
+
+# More values than any lightning-ae config holds (the largest, a study, has a few thousand).
+MAX_CONFIG_VALUES = 100_000
+
+
+def check_expansion(document: Any, where: str, limit: int = MAX_CONFIG_VALUES) -> None:
+    """Refuse a parsed YAML document that expands to more than `limit` values.
+
+    YAML aliases nested in each other ("billion laughs") parse into a few shared lists, cheaply, but
+    every later step (validation, error messages, OmegaConf) expands them: nine levels of nine are
+    387 million values. The walk stops as soon as the limit is passed, so it costs at most `limit` steps.
+    """
+    count, stack = 0, [document]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > limit:
+            raise ValueError(
+                f"{where}: expands to more than {limit:,} values (YAML aliases repeated inside each other, a "
+                "'billion laughs' document); no setting needs that many: write the values out."
+            )
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)

@@ -53,9 +53,31 @@ def write_json(target: str | os.PathLike, data: Any) -> None:
         handle.write(text + "\n")
 
 
+# torch.save's legacy format (before torch 1.6, or `_use_new_zipfile_serialization=False`) starts with this
+# pickled magic number.
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+
+
 def is_complete_checkpoint(path: str | os.PathLike) -> bool:
-    """torch.save writes a zip archive whose directory comes last: a cut-off file has none."""
-    return zipfile.is_zipfile(path)
+    """Whether `path` is a whole file written by torch.save.
+
+    The zip format's directory comes last, so a cut-off file has none (checked without reading the file).
+    A legacy-format file has no such directory: it is complete when a safe load reads it to the end.
+    """
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        if handle.read(len(LEGACY_TORCH_MAGIC)) != LEGACY_TORCH_MAGIC:
+            return False
+    import pickle
+
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError):
+        return False
+    return True
 
 
 def resumable_checkpoint(folder: Path, what: str) -> Path | None:

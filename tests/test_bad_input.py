@@ -82,6 +82,7 @@ FLAGS = [
     ("batch-size-zero", ["--data.batch_size", "0"], "batch_size=0 is not valid"),
     ("batch-size-negative", ["--data.batch_size", "-32"], "batch_size=-32 is not valid"),
     ("val-size-too-big", ["--data.val_size", "60000"], "val_size=60000 is not valid"),
+    ("val-size-leaves-a-class-out", ["--data.val_size", "59999"], "val_size=59999 is not valid; valid: an integer"),
     ("train-subset-zero", ["--data.train_subset", "0"], "train_subset=0 is not valid"),
     ("corruption", ["--data.corruption", "blur"], "corruption='blur' is not a known corruption"),
     (
@@ -102,6 +103,16 @@ FLAGS = [
     ),
     ("pairs-sim-zero", ["--data.pairs", "true", "--data.sim", "0"], "sim=0 is not valid"),
     ("data-dir-missing", ["--data.data_dir", "nowhere"], "data_dir='nowhere': the folder does not exist"),
+    (
+        "yaml-bomb-in-a-flag",
+        [
+            "--model.init_args.hidden_dims",
+            "[&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+            "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b], &d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], "
+            "[*e,*e,*e,*e,*e,*e,*e,*e,*e]]",
+        ],
+        "expands to more than 100,000 values",
+    ),
     ("missing-checkpoint", ["--ckpt_path", "missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
     ("missing-config", ["--config", "no-such.yaml"], "config: File does not exist"),
     ("last-with-nothing-to-resume", ["--ckpt_path", "last"], "ckpt_path='last': no checkpoints/last.ckpt"),
@@ -159,14 +170,25 @@ def test_bad_yaml_config(tmp_path, monkeypatch, capsys, edit, message):
     assert_refused(code, err, message, tmp_path)
 
 
+def _billion_laughs(levels: int) -> str:
+    """hidden_dims as nested YAML aliases: `levels` levels of 9, 9**levels values once expanded."""
+    text = "model:\n  class_path: lightning_ae.models.Autoencoder\n  init_args:\n    hidden_dims:\n"
+    text += "      - &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+    for level in range(1, levels):
+        text += f"      - &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]\n"
+    return text
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("trainer: [max_epochs: 3\n", "edited.yaml: not valid YAML (line 2, column 1)"),
+        (_billion_laughs(9), "edited.yaml: expands to more than 100,000 values (YAML aliases repeated"),
+        (_billion_laughs(5), "model.hidden_dims: Expected a <class 'int'>. Got value: [1, 1, 1, 1, 1, 1, 1, 1, 1]"),
         ("- just\n- a list\n", "edited.yaml: expected a mapping of sections (trainer, model, data), found a list"),
         ("", "edited.yaml: expected a mapping of sections (trainer, model, data), found an empty file"),
     ],
-    ids=["malformed-yaml", "yaml-list", "empty-yaml"],
+    ids=["malformed-yaml", "yaml-bomb", "yaml-bomb-under-the-limit", "yaml-list", "empty-yaml"],
 )
 def test_unreadable_yaml_config(tmp_path, monkeypatch, capsys, text, message):
     (tmp_path / "edited.yaml").write_text(text)
@@ -288,6 +310,28 @@ def test_truncated_checkpoint(tmp_path, monkeypatch, capsys):
     assert_refused(code, err, "is not a complete checkpoint (truncated, or not written by torch)", tmp_path)
 
 
+def test_a_file_that_is_no_checkpoint(tmp_path, monkeypatch, capsys):
+    (tmp_path / "notes.ckpt").write_text("epoch 3 looked best")
+    argv = ["test", "--config", str(BASIC), *FAST, "--ckpt_path", str(tmp_path / "notes.ckpt")]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
+    assert_refused(code, err, "is not a complete checkpoint (truncated, or not written by torch)", tmp_path)
+
+
+def test_a_legacy_format_checkpoint_is_read_not_called_truncated(tmp_path, monkeypatch, capsys):
+    """torch.save's pre-1.6 format has no zip directory; it was refused as "truncated"."""
+    import pytorch_lightning as pl
+
+    from lightning_ae.models import Autoencoder
+
+    checkpoint = tmp_path / "legacy.ckpt"
+    state = {"state_dict": Autoencoder(code_dim=8).state_dict(), "pytorch-lightning_version": pl.__version__}
+    torch.save(state, checkpoint, _use_new_zipfile_serialization=False)
+    argv = ["test", "--config", str(BASIC), *FAST, "--model.init_args.code_dim", "8", "--ckpt_path", str(checkpoint)]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
+    assert code == 0, err[-2000:]
+    assert "not a complete checkpoint" not in err
+
+
 class Payload:
     """Unpickling this runs `Path.touch(marker)`: what a malicious checkpoint would do with os.system."""
 
@@ -329,6 +373,12 @@ STUDIES = [
     ("grid-not-a-list", "name: x\nexperiments: {a: {config: CONFIG, grid: {model.init_args.code_dim: 8}}}\n", "list"),
     ("override-typo", "name: x\nexperiments: {a: {config: CONFIG, overrides: {modle.x: 1}}}\n", "'modle' is not in"),
     ("malformed-yaml", "name: [x\n", "not valid YAML"),
+    (
+        "yaml-bomb",
+        "name: x\nexperiments: {a: {config: CONFIG}}\nz: &a [1,1,1,1,1,1,1,1,1,1]\n"
+        + "".join(f"z{i}: &a{i} [{', '.join(['*a' if i == 0 else f'*a{i - 1}'] * 10)}]\n" for i in range(5)),
+        "expands to more than 100,000 values",
+    ),
     ("seeds-zero", "name: x\nseeds: 0\nexperiments: {a: {config: CONFIG}}\n", "seeds=0 is not valid"),
     ("name-with-slash", "name: ../x\nexperiments: {a: {config: CONFIG}}\n", "'name' must be a word"),
     (

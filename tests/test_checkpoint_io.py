@@ -96,3 +96,15 @@ def test_resuming_takes_the_newest_complete_checkpoint_and_sets_cut_off_ones_asi
         "last.ckpt.corrupt",
     ]
     assert "run x:" in caplog.text and "is not a complete checkpoint" in caplog.text
+
+
+def test_a_legacy_format_checkpoint_is_complete_and_a_cut_off_one_is_not(tmp_path):
+    """torch.save's pre-1.6 format is no zip archive: it is recognised by its magic number and read to the end."""
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(100)}}, legacy, _use_new_zipfile_serialization=False)
+    assert is_complete_checkpoint(legacy)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(legacy.read_bytes()[: legacy.stat().st_size // 2])
+    assert not is_complete_checkpoint(cut)
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    assert not is_complete_checkpoint(tmp_path / "text.ckpt")

@@ -32,8 +32,8 @@ def test_bad_value_is_one_clear_line_and_nonzero_exit(tmp_path):
     result = run("data", "--val-size", "0", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "lightning-ae: error: val_size=0 is not valid; valid: an integer with 0 < val_size < 60000 "
-        "(the number of training images)."
+        "lightning-ae: error: val_size=0 is not valid; valid: an integer from 10 to 59990 (the split is "
+        "stratified: the validation and the training side each need one image of each of the 10 classes)."
     )
     assert "Traceback" not in result.stderr
 

@@ -159,7 +159,9 @@ def test_training_shards_partition_the_epoch_and_evaluation_shards_never_pad(wor
     [
         ({"dataset": "emnist"}, r"dataset='emnist' is not a known dataset; valid values: \['fashion_mnist', 'mnist'\]"),
         ({"corruption": "blur"}, r"corruption='blur' is not a known corruption; valid values"),
-        ({"val_size": 0}, r"val_size=0 is not valid; valid: an integer with 0 < val_size < 60000"),
+        ({"val_size": 0}, r"val_size=0 is not valid; valid: an integer from 10 to 59990"),
+        ({"val_size": 9}, r"val_size=9 is not valid; valid: an integer from 10 to 59990 \(the split is stratified"),
+        ({"val_size": 59991}, r"val_size=59991 is not valid"),
         ({"val_size": -5}, r"val_size=-5"),
         ({"val_size": 60000}, r"val_size=60000 is not valid"),
         ({"val_size": 1.5}, r"val_size=1.5"),

@@ -22,10 +22,13 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_ae.callbacks import RunInterrupted
 from lightning_ae.callbacks.interruption import SIGNAL_EXIT_BASE
+from lightning_ae.checks import check_expansion
 from lightning_ae.experiment import check_checkpoint_file
 
 # An output folder that cannot take a file: read-only, no permission, or full.
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+MAX_MESSAGE = 1000  # characters of an error line
 
 _PARSE_NOISE = (
     "Given value",
@@ -59,6 +62,8 @@ def concise_error(message: str) -> str:
             reasons.append(line.removeprefix("- "))
     where = ".".join(dict.fromkeys(keys))
     text = "; ".join(dict.fromkeys(reasons)) or message.strip().splitlines()[0]
+    if len(text) > MAX_MESSAGE:  # a value repeated into the message (a huge list) would bury the problem
+        text = f"{text[:MAX_MESSAGE]}... ({len(text) - MAX_MESSAGE:,} more characters)"
     # A Literal-typed choice (activation, loss, layout): said as the models' own checks say it.
     choice = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)", text)
     if choice and keys:
@@ -81,6 +86,7 @@ def check_files(args: list[str]) -> None:
     for path in flag_values(args, "--ckpt_path"):
         check_checkpoint_file(path)
     check_config_files(flag_values(args, "--config"))
+    check_flag_values(args)
 
 
 def check_config_files(files: list[str]) -> None:
@@ -101,6 +107,19 @@ def check_config_files(files: list[str]) -> None:
         if not isinstance(content, dict):
             found = "an empty file" if content is None else f"a {type(content).__name__}"
             raise ValueError(f"config {name}: expected a mapping of sections (trainer, model, data), found {found}.")
+        check_expansion(content, f"config {name}")
+
+
+def check_flag_values(args: list[str]) -> None:
+    """A value on the command line may be YAML too (`--model.init_args.hidden_dims '[...]'`), aliases included."""
+    import yaml
+
+    for value in args:
+        if "*" in value and "&" in value:  # an alias and an anchor: the only way a value can expand
+            try:
+                check_expansion(yaml.safe_load(value.split("=", 1)[-1]), f"the value {value[:60]!r}")
+            except yaml.YAMLError:
+                continue  # not YAML: the parser says what is wrong with it
 
 
 def translated(command: Callable[[], int]) -> int:

@@ -81,10 +81,17 @@ class ImageDataModule(pl.LightningDataModule):
         self.spec = get_spec(dataset)
         if layout not in LAYOUTS:
             raise ValueError(f"layout={layout!r} is not a known layout; valid values: {list(LAYOUTS)}.")
-        if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 < val_size < self.spec.num_train:
+        # The split is stratified by class: each side needs at least one image of every class.
+        classes, num_train = len(self.spec.classes), self.spec.num_train
+        if (
+            isinstance(val_size, bool)
+            or not isinstance(val_size, int)
+            or not classes <= val_size <= num_train - classes
+        ):
             raise ValueError(
-                f"val_size={val_size!r} is not valid; valid: an integer with 0 < val_size < {self.spec.num_train} "
-                "(the number of training images)."
+                f"val_size={val_size!r} is not valid; valid: an integer from {classes} to {num_train - classes} "
+                f"(the split is stratified: the validation and the training side each need one image of each of "
+                f"the {classes} classes)."
             )
         for name, value, allow_none in (
             ("batch_size", batch_size, False),

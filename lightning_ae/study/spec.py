@@ -45,7 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lightning_ae.checks import check_expansion
 
 KINDS = ("fit", "pretrain")
 STUDY_KEYS = {"name", "description", "every_run", "callbacks", "experiments", "seeds"}
@@ -157,7 +160,10 @@ def _load_yaml(path: Path, where: str) -> dict[str, Any]:
     if not path.is_file():
         raise StudyError(f"{where}: config {str(path)!r} does not exist.")
     try:
+        check_expansion(yaml.safe_load(path.read_text()), f"{where}: config {path}")  # before OmegaConf expands it
         loaded = _plain(OmegaConf.load(path))
+    except ValueError as err:
+        raise StudyError(str(err)) from err
     except Exception as err:  # OmegaConf raises several YAML/grammar errors
         raise StudyError(f"{where}: config {path} cannot be read: {err}") from err
     if not isinstance(loaded, dict):
@@ -171,7 +177,10 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
     if not path.is_file():
         raise StudyError(f"study file {str(path)!r} does not exist.")
     try:
+        check_expansion(yaml.safe_load(path.read_text()), f"study file {path}")  # before OmegaConf expands it
         raw = _plain(OmegaConf.load(path))
+    except ValueError as err:
+        raise StudyError(str(err)) from err
     except Exception as err:
         raise StudyError(f"study file {path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict) or not raw:
