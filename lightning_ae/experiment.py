@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,16 @@ class AutoencoderCLI(LightningCLI):
         # surface after training, as a diverged run or a results.json that cannot be written.
         if bad := non_finite_values(config):
             raise ValueError(f"{', '.join(bad)}: not a finite number; give a finite value.")
+        if self.subcommand == "fit":
+            trainer = config.trainer
+            for key in ("max_epochs", "max_steps", "limit_train_batches"):
+                if trainer.get(key) == 0:  # Lightning accepts it, then tests an untrained model and exits 0
+                    raise ValueError(f"trainer.{key}=0 trains nothing; give at least 1 (or leave it out).")
+        elif self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") is None:
+            raise ValueError(
+                f"{self.subcommand} evaluates a trained model: give --ckpt_path (a checkpoint file, or `last` for the "
+                "newest run of this config); without one, the model's random initial weights would be evaluated."
+            )
         logger = config.trainer.logger
         if logger in (None, True):
             logger = config.trainer.logger = Namespace(
@@ -127,6 +138,21 @@ class AutoencoderCLI(LightningCLI):
         # train the old one): a fit refuses such a resume instead, naming the key (`_check_resume`).
         if self.config.get("subcommand") != "fit":
             super()._parse_ckpt_path()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # A run that fails before it trained anything (a refused setting, an optimizer that will not build)
+        # leaves no folder behind; one that saved a checkpoint keeps it, to resume from.
+        created = first_new_folder(self.trainer)
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if (
+                created is not None
+                and created.is_dir()
+                and not any(path.suffix == ".ckpt" or path.name == "results.json" for path in created.rglob("*"))
+            ):
+                shutil.rmtree(created, ignore_errors=True)
+            raise
 
     def before_fit(self) -> None:
         self._check_checkpoint_path()
@@ -176,6 +202,19 @@ class AutoencoderCLI(LightningCLI):
             checkpoint = self.trainer.checkpoint_callback
             best = "best" if checkpoint is not None and checkpoint.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
+
+
+def first_new_folder(trainer: pl.Trainer) -> Path | None:
+    """The outermost folder of the run's log folder that does not exist yet (it will hold only this run)."""
+    log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+    if log_dir is None:
+        return None
+    folder = Path(log_dir).absolute()
+    if folder.exists():
+        return None
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
 
 
 def resume_differences(

@@ -102,6 +102,11 @@ FLAGS = [
         "size=40",
     ),
     ("pairs-sim-zero", ["--data.pairs", "true", "--data.sim", "0"], "sim=0 is not valid"),
+    (
+        "pairs-sim-huge",
+        ["--data.pairs", "true", "--data.sim", "100000"],
+        "sim=100000 partners for each of up to 2000 objects is 200,000,000 pairs per split, more than 10,000,000",
+    ),
     ("data-dir-missing", ["--data.data_dir", "nowhere"], "data_dir='nowhere': the folder does not exist"),
     (
         "yaml-bomb-in-a-flag",
@@ -113,6 +118,35 @@ FLAGS = [
         ],
         "expands to more than 100,000 values",
     ),
+    # From the second adversarial pass (issue 15).
+    (
+        "accelerator-absent",
+        ["--trainer.accelerator", "tpu"],
+        "needs a package that is not installed: Requirement 'torch_xla",
+    ),
+    ("lr-negative", ["--model.init_args.optimizer.init_args.lr", "-1"], "Invalid learning rate: -1.0"),
+    ("optimizer-unknown", ["--model.init_args.optimizer", "torch.optim.Nope"], "module 'torch.optim' has no attribute"),
+    ("eval-batch-zero", ["--data.eval_batch_size", "0"], "eval_batch_size=0 is not valid"),
+    (
+        "corruption-p-nan",
+        ["--data.corruption", "masking", "--data.corruption_args", "{p: .nan}"],
+        "data.corruption_args.p=nan: not a finite number",
+    ),
+    ("save-dir-is-a-file", ["--trainer.logger.init_args.save_dir", "/dev/null"], "a file is in the way"),
+    ("seed-word", ["--seed_everything", "abc"], "seed_everything: Expected a <class 'bool'>"),
+    ("precision-on-the-speed-path", ["--trainer.precision", "bf16-mixed"], "GroupedSteps trains in float32"),
+    ("clipping-on-the-speed-path", ["--trainer.gradient_clip_val", "1"], "GroupedSteps cannot clip gradients"),
+    ("accumulation-on-the-speed-path", ["--trainer.accumulate_grad_batches", "2"], "cannot accumulate gradients"),
+    (
+        "knn-k-above-the-training-images",
+        ["--data.train_subset", "5", "--trainer.callbacks+=lightning_ae.callbacks.KNNEvaluator"],
+        "KNNEvaluator: k=10 neighbours, but the training split holds 5 images",
+    ),
+    ("max-epochs-zero", ["--trainer.max_epochs", "0"], "trainer.max_epochs=0 trains nothing"),
+    ("max-steps-zero", ["--trainer.max_steps", "0"], "trainer.max_steps=0 trains nothing"),
+    ("limit-train-zero", ["--trainer.limit_train_batches", "0"], "trainer.limit_train_batches=0 trains nothing"),
+    ("callback-unknown", ["--trainer.callbacks+=lightning_ae.callbacks.Nope"], "has no attribute 'Nope'"),
+    ("checkpoint-is-a-folder", ["--ckpt_path", "."], "ckpt_path='.': no such checkpoint file"),
     ("missing-checkpoint", ["--ckpt_path", "missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
     ("missing-config", ["--config", "no-such.yaml"], "config: File does not exist"),
     ("last-with-nothing-to-resume", ["--ckpt_path", "last"], "ckpt_path='last': no checkpoints/last.ckpt"),
@@ -411,6 +445,42 @@ def test_bad_study_flag(tmp_path, monkeypatch, capsys, args, message):
     code, err = run_cli(tmp_path, monkeypatch, capsys, ["study", str(REPO / "configs/study/smoke.yaml"), *args])
     assert code == 2
     assert_refused(code, err, message, tmp_path)
+
+
+OTHER_COMMANDS = [
+    ("data-val-size-word", ["data", "--val-size", "abc"], "lightning-ae data: argument --val-size: invalid int"),
+    ("data-unknown-option", ["data", "--valsize", "5"], "lightning-ae data: unrecognized arguments: --valsize 5"),
+    ("report-of-no-runs", ["report", "SMOKE", "--folder", "nothing"], "nothing holds no runs of study 'smoke'"),
+    ("predict-untrained", ["predict", "--config", "BASIC"], "predict evaluates a trained model: give --ckpt_path"),
+    ("test-untrained", ["test", "--config", "BASIC"], "test evaluates a trained model: give --ckpt_path"),
+    ("validate-untrained", ["validate", "--config", "BASIC"], "validate evaluates a trained model"),
+    ("subcommand-typo", ["fitt", "--config", "BASIC"], "invalid choice: 'fitt'"),
+    ("pretrain-missing-config", ["pretrain", "--config", "nope.yaml"], "config: File does not exist"),
+    ("pretrain-output-is-a-file", ["pretrain", "--config", "PRETRAIN", "--output_dir", "FILE"], "a file is in the way"),
+    ("study-folder-is-a-file", ["study", "SMOKE", "--folder", "FILE"], "a file is in the way"),
+    (
+        "pretrain-hidden-dims-zero",
+        ["pretrain", "--config", "PRETRAIN", "--hidden_dims", "[100, 0]"],
+        "hidden_dims=0 is not valid",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"), [case[1:] for case in OTHER_COMMANDS], ids=[case[0] for case in OTHER_COMMANDS]
+)
+def test_bad_input_to_the_other_commands(tmp_path, monkeypatch, capsys, argv, message):
+    (tmp_path / "a-file").write_text("in the way")
+    places = {
+        "BASIC": str(BASIC),
+        "SMOKE": str(REPO / "configs/study/smoke.yaml"),
+        "PRETRAIN": str(REPO / "configs/pretrain.yaml"),
+        "FILE": "a-file",
+    }
+    code, err = run_cli(tmp_path, monkeypatch, capsys, [places.get(arg, arg) for arg in argv])
+    assert code == 2
+    assert_refused(code, err, message, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"], "something was written"
 
 
 def test_study_file_missing(tmp_path, monkeypatch, capsys):

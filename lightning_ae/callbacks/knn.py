@@ -35,6 +35,15 @@ class KNNEvaluator(EvaluationCallback):
         self.k, self.backend, self.every_n_epochs = k, backend, every_n_epochs
         self.memory_bytes = memory_mb * 2**20 if memory_mb else DEFAULT_MEMORY_BYTES
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # Before training, not after it: a vote of k among fewer training codes is undefined.
+        if (available := len(self.data(trainer).split("train"))) < self.k:
+            raise ValueError(
+                f"KNNEvaluator: k={self.k} neighbours, but the training split holds {available} images; give "
+                f"train_subset >= {self.k} or a smaller k."
+            )
+
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stages: tuple[str, ...]) -> dict:
         data = self.data(trainer)
         batch = data.eval_batch_size

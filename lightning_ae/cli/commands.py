@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.cli.errors import check_files, translated
@@ -41,9 +42,16 @@ def pretrain(argv: list[str]) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises its errors (one `lightning-ae: error:` line, like every other), instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise argparse.ArgumentError(None, f"{self.prog}: {message}")
+
+
 def _study_parser(name: str, description: str) -> argparse.ArgumentParser:
     """The arguments `study` and `report` share: which study, its seeds, where its runs and report go."""
-    parser = argparse.ArgumentParser(prog=f"lightning-ae {name}", description=description)
+    parser = _Parser(prog=f"lightning-ae {name}", description=description)
     parser.add_argument("study_file", help="e.g. configs/study/quick.yaml")
     parser.add_argument("--seeds", type=int, default=None, help="repeat every run with seeds 0..N-1")
     parser.add_argument("--folder", default=None, help="where the runs go (default: studies/<name>)")
@@ -85,6 +93,11 @@ def report(argv: list[str]) -> int:
     """Write the report of a study from whatever results are present (after shards, or while it runs)."""
     args = _study_parser("report", report.__doc__).parse_args(argv)
     spec, folder = _load_study(args)
+    if not (folder / "runs").is_dir():
+        raise FileNotFoundError(
+            f"{folder} holds no runs of study {spec.name!r}: run `lightning-ae study {args.study_file}` first, or "
+            "give the study's folder with --folder."
+        )
     _write_report(spec, folder, args)
     return 0
 
@@ -100,7 +113,7 @@ def describe(argv: list[str]) -> int:
 
 def data_check(argv: list[str]) -> int:
     """Load, verify and describe a dataset's splits, and draw one batch of each."""
-    parser = argparse.ArgumentParser(prog="lightning-ae data", description=data_check.__doc__)
+    parser = _Parser(prog="lightning-ae data", description=data_check.__doc__)
     parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
     parser.add_argument("--data-dir", default=None, help="folder with the IDX files (default: bundled data)")
     parser.add_argument("--layout", default="flat", choices=LAYOUTS)

@@ -27,6 +27,8 @@ from lightning_ae.experiment import check_checkpoint_file
 
 # An output folder that cannot take a file: read-only, no permission, or full.
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+# A folder to be made where a file of that name (or on its path) already is.
+IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST)
 
 MAX_MESSAGE = 1000  # characters of an error line
 
@@ -154,6 +156,17 @@ def translated(command: Callable[[], int]) -> int:
         # A plain user mistake (bad value, missing file) is one line, not a traceback wall.
         print(f"lightning-ae: error: {concise_error(str(err))}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:
+        if os.environ.get("LIGHTNING_AE_DEBUG"):
+            raise
+        # A setting whose backend is not installed (--trainer.accelerator tpu wants torch_xla).
+        print(
+            "lightning-ae: error: a setting needs a package that is not installed: "
+            f"{err.name or str(err).splitlines()[0]}. Install it, or choose another setting (set LIGHTNING_AE_DEBUG=1 "
+            "to see which line imported it).",
+            file=sys.stderr,
+        )
+        return 2
     except MisconfigurationException as err:
         # Lightning's own refusals of a trainer setting (max_epochs -5, devices 0, a GPU where there is none).
         print(
@@ -161,6 +174,14 @@ def translated(command: Callable[[], int]) -> int:
         )
         return 2
     except OSError as err:
+        if err.errno in IN_THE_WAY:
+            print(
+                f"lightning-ae: error: cannot make the folder {err.filename}: a file is in the way ({err.strerror}). "
+                "Move that file, or choose another folder (trainer.logger.init_args.save_dir, --output_dir, or a "
+                "study's --folder).",
+                file=sys.stderr,
+            )
+            return 2
         if err.errno not in UNWRITABLE:
             raise
         where = f" {err.filename}" if err.filename else ""

@@ -32,6 +32,9 @@ _SPLIT, _PAIRS, _FIXED_NOISE, _MEANS = 11, 12, 13, 14
 _NOISE_CHUNK = 2000  # images corrupted at once when fixing evaluation noise: bounds peak memory
 
 
+MAX_PAIRS = 10_000_000  # similarity pairs per split: 160 MB of indices, 500 times the homework's 20,000
+
+
 class ImageDataModule(pl.LightningDataModule):
     """MNIST (or Fashion-MNIST) for autoencoders, held in memory.
 
@@ -112,6 +115,13 @@ class ImageDataModule(pl.LightningDataModule):
         )
         if pairs:
             check_positive_int("sim", sim)
+            objects = pair_objects if pair_objects is not None else self.spec.num_train
+            if sim * objects > MAX_PAIRS:
+                raise ValueError(
+                    f"sim={sim} partners for each of up to {objects} objects is {sim * objects:,} pairs per split, "
+                    f"more than {MAX_PAIRS:,} (16 bytes of indices each, and an epoch that long); lower sim or "
+                    "pair_objects (the homework: sim 10, pair_objects 2000)."
+                )
         self.save_hyperparameters()
         self.dataset, self.data_dir, self.val_size, self.layout = dataset, data_dir, val_size, layout
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
