@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make gpu-check: every config for one epoch on a CUDA device, each into a temporary log folder.
 #
+#   - CUDA graphs in the speed path: the tests of tests/test_cuda_graphs.py that need a GPU (capture and
+#     replay; the others run in make test), then the basic AE's seconds per epoch with and without;
 #   - every fit experiment (its config files, as `make train` and the studies compose them): fit for
 #     1 epoch, then test on the best checkpoint (the CLI's default), with every evaluation callback;
 #   - a predict on the basic AE's checkpoint (PredictionWriter);
@@ -17,6 +19,7 @@
 #   GPU_CHECK_PRETRAIN_ARGS  appended to every pre-training pipeline, e.g. "--train_subset 2000"
 #   GPU_CHECK_ACCELERATOR    gpu (default); "cpu" runs the same checks on the CPU, to try the script itself
 #   GPU_CHECK_DIR            the log folder (default: a new temporary folder, removed when every check passed)
+#   GPU_CHECK_TIMING_IMAGES  training images for the CUDA-graph timing fits (default: all of them)
 set -u
 cd "$(dirname "$0")/.." || exit 2
 
@@ -77,6 +80,44 @@ check() {
         tail -n 15 "$log" | sed 's/^/        | /'
     fi
 }
+
+# CUDA graphs (GroupedSteps' cuda_graphs): the capture-and-replay tests, then 3 epochs of the basic AE with
+# and without, SGD (capturable, as the configs' Adam is not) at batch 32. Seconds per epoch: the fastest
+# epoch after the first (which holds the warm-up and the capture), clocked after a device synchronize.
+EPOCH_TIME='
+import sys, time
+from functools import partial
+import pytorch_lightning as pl, torch
+from lightning_ae.data import ImageDataModule
+from lightning_ae.models import Autoencoder
+from lightning_ae.strategies import GroupedSteps
+graphs, accelerator, images = sys.argv[1] == "true", sys.argv[2], int(sys.argv[3]) if sys.argv[3] else None
+class Clock(pl.Callback):
+    def __init__(self):
+        self.seconds = []
+    def tick(self):
+        torch.cuda.synchronize() if torch.cuda.is_available() else None
+        return time.perf_counter()
+    def on_train_epoch_start(self, trainer, module):
+        self.start = self.tick()
+    def on_train_epoch_end(self, trainer, module):
+        self.seconds.append(self.tick() - self.start)
+clock, quiet = Clock(), dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+torch.manual_seed(0)
+model = Autoencoder(code_dim=32, optimizer=partial(torch.optim.SGD, lr=1.0))
+trainer = pl.Trainer(max_epochs=3, accelerator=accelerator, strategy=GroupedSteps(cuda_graphs=graphs), limit_val_batches=0, callbacks=[clock], **quiet)
+trainer.fit(model, datamodule=ImageDataModule(batch_size=32, train_subset=images))
+static = trainer.strategy._static
+counts = f"{static.captures} captures, {static.replays} replays" if static is not None else "eager"
+epochs = ", ".join(f"{s:.2f}" for s in clock.seconds)
+loss = trainer.callback_metrics["train/loss"].item()
+print(f"cuda_graphs {sys.argv[1]}: {min(clock.seconds[1:]):.3f} s per epoch (epochs {epochs}; {counts}; train/loss {loss:.4f})")
+'
+check cuda_graphs_tests - "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py -k on_a_gpu
+for graphs in true false; do
+    check "epoch_time_graphs_$graphs" - "$PYTHON" -c "$EPOCH_TIME" "$graphs" "$ACCELERATOR" "${GPU_CHECK_TIMING_IMAGES:-}"
+    grep -h "s per epoch" "$LOGS/epoch_time_graphs_$graphs.log" | sed 's/^/        /'
+done
 
 # Every fit experiment: NAME then its config files, in the order they compose (later ones override).
 BASIC=configs/basic_ae.yaml
