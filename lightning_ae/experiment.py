@@ -29,7 +29,7 @@ from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import non_finite_values
 from lightning_ae.data import ImageDataModule
 from lightning_ae.files import is_complete_checkpoint
-from lightning_ae.pretraining import LayerwisePretraining
+from lightning_ae.pretraining import LayerwisePretraining, StageDiverged  # noqa: F401 (the CLI and the study catch it)
 from lightning_ae.strategies import use_atomic_checkpoints
 
 DEFAULT_LOG_DIR = "lightning_logs"
@@ -294,6 +294,8 @@ def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
 
 def run_pipeline(argv: list[str]) -> dict[str, Any]:
     """Greedy layer-wise pre-training, then frozen and fine-tuned classifiers (homework 2.4); resumable.
+
+    Raises StageDiverged when a stage diverges (its results.json and the pipeline's say so).
 
     `argv`: `--config PIPELINE.yaml` and overrides such as `--output_dir DIR`. Returns the pipeline's summary.
     """

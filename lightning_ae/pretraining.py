@@ -66,6 +66,10 @@ class Stage:
     patience: int | None = None
 
 
+class StageDiverged(RuntimeError):
+    """A stage of the pipeline diverged; the pipeline's results.json says where (status "diverged")."""
+
+
 class LayerwisePretraining:
     """The pipeline; `run()` runs (or resumes) every stage and returns the test metrics of `frozen` and `finetune`.
 
@@ -221,7 +225,14 @@ class LayerwisePretraining:
             log.info("Stage %s was interrupted; resuming from %s", name, checkpoint)
         trainer.fit(model, datamodule=datamodule, ckpt_path=None if checkpoint is None else str(checkpoint))
         if (guard := diverged(trainer)) is not None:
-            raise RuntimeError(f"stage {name!r}: {guard.message}")
+            message = f"stage {name!r}: {guard.message}"
+            # The pipeline's results say so (a study lists it as diverged, not failed), with no metric values.
+            record = {**guard.diverged, "stage": name, "message": message}
+            write_json(
+                self.output_dir / "results.json",
+                {"status": "diverged", "model": "LayerwisePretraining", "config": self.config, "diverged": record},
+            )
+            raise StageDiverged(message)
         trainer.test(model, datamodule=datamodule, ckpt_path="best")
         return json.loads((stage_dir / "results.json").read_text())
 

@@ -38,8 +38,10 @@ def test_bad_value_is_one_clear_line_and_nonzero_exit(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_missing_dataset_folder_falls_back_to_bundled_data_and_unknown_command_fails(tmp_path):
-    assert run("data", "--data-dir", str(tmp_path / "nothing-here"), cwd=tmp_path).returncode == 0
+def test_a_named_missing_data_folder_is_an_error_and_so_is_an_unknown_command(tmp_path):
+    missing = run("data", "--data-dir", str(tmp_path / "nothing-here"), cwd=tmp_path)
+    assert missing.returncode == 2 and "nothing-here': the folder does not exist" in missing.stderr
+    assert run("data", cwd=tmp_path).returncode == 0  # the bundled data, when no folder is named
     result = run("frobnicate", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'frobnicate'" in result.stderr
 

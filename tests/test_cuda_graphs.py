@@ -315,13 +315,13 @@ def test_on_a_gpu_an_epoch_scheduler_is_captured_again_when_the_lr_changes():
 
 
 @needs_cuda
-def test_on_a_gpu_adam_without_capturable_falls_back_with_the_reason(caplog):
+def test_on_a_gpu_the_configs_plain_adam_is_made_capturable_and_gives_the_eager_weights(caplog):
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        _, trainer = fit(GroupedSteps(GROUP), OPTIMIZERS["adam"], epochs=1, accelerator="gpu")
-    lines = [r for r in caplog.records if r.name == LOGGER]
-    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
-    assert "Adam needs capturable=True" in lines[0].getMessage()
-    assert trainer.strategy._static is None
+        graphed, trainer = fit(GroupedSteps(GROUP), OPTIMIZERS["adam"], epochs=1, accelerator="gpu")
+    assert "Adam made capturable" in caplog.text and "needs capturable" not in caplog.text
+    assert trainer.strategy._static is not None and trainer.strategy._static.captures == 1
+    eager, _ = fit(GroupedSteps(GROUP, cuda_graphs=False), OPTIMIZERS["adam"], epochs=1, accelerator="gpu")
+    close_on_gpu(graphed, eager)
 
 
 @needs_cuda
@@ -348,3 +348,18 @@ def test_on_a_gpu_the_static_step_replays_and_skips_a_short_batch():
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     assert static.warmed == 3 and static.captures == 1 and static.replays == 6
     close_on_gpu(layer, reference)
+
+
+def test_a_fresh_adam_is_made_capturable_and_a_resumed_one_or_sgd_is_left_alone():
+    from lightning_ae.strategies.graphs import make_capturable, optimizer_problem
+
+    weights = [torch.nn.Parameter(torch.ones(3))]
+    fresh = torch.optim.AdamW(weights, lr=1e-3)
+    assert optimizer_problem(fresh) is not None and make_capturable(fresh)
+    assert optimizer_problem(fresh) is None and not make_capturable(fresh)  # already capturable
+
+    resumed = torch.optim.Adam(weights, lr=1e-3)
+    weights[0].grad = torch.ones(3)
+    resumed.step()  # state on the host now: a capture would need it on the device
+    assert not make_capturable(resumed) and optimizer_problem(resumed) is not None
+    assert not make_capturable(torch.optim.SGD(weights, lr=0.1))

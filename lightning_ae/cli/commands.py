@@ -19,7 +19,7 @@ from lightning_ae.callbacks.results import diverged
 from lightning_ae.cli.errors import check_files, translated
 from lightning_ae.data import DATASETS, ImageDataModule
 from lightning_ae.data.datamodule import LAYOUTS
-from lightning_ae.experiment import lightning_cli, run_pipeline
+from lightning_ae.experiment import StageDiverged, lightning_cli, run_pipeline
 from lightning_ae.study.report import write_report
 from lightning_ae.study.runner import Shard, run_study, select, summary_table
 from lightning_ae.study.spec import Study, load_study
@@ -35,7 +35,11 @@ def fit_and_friends(argv: list[str] | None) -> int:
 
 def pretrain(argv: list[str]) -> int:
     """Greedy layer-wise pre-training, then frozen and fine-tuned classifiers (homework 2.4); resumable."""
-    summary = run_pipeline(argv)
+    try:
+        summary = run_pipeline(argv)
+    except StageDiverged as err:
+        print(f"lightning-ae: {err}", file=sys.stderr)
+        return 3  # as a diverged fit
     print(f"{'stage':10s} {'test acc':>9s} {'test error':>11s} {'epochs':>7s}")
     for name, row in summary["stages"].items():
         print(f"{name:10s} {row['test/acc']:9.4f} {row['test/error']:11.4f} {row['epochs']:7d}")

@@ -61,6 +61,22 @@ def optimizer_problem(optimizer: torch.optim.Optimizer) -> str | None:
     )
 
 
+def make_capturable(optimizer: torch.optim.Optimizer) -> bool:
+    """Give a fresh Adam or AdamW `capturable=True`, so that its step can be captured; True if it was changed.
+
+    The arithmetic is the same; only its step count lives on the device instead of the host. The configs
+    leave it out because capturable Adam refuses CPU tensors, and the same config must run on a CPU. An
+    optimizer that has state already (a resumed fit) keeps its setting: its step counts sit on the host.
+    """
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or optimizer.state:
+        return False
+    if all(group.get("capturable") for group in optimizer.param_groups):
+        return False
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+    return True
+
+
 def graph_blocker(
     *,
     enabled: bool,

@@ -39,9 +39,10 @@ each replay. An epoch scheduler (or anything else) changing the optimizer's sett
 groups makes the next inner update capture again. A batch of other shapes runs eagerly.
 The inner updates stay eager, with one log line why (a warning, or info where no graph was to be
 had: `cuda_graphs: false`, or no CUDA device), for: an optimizer other than SGD (not fused) or
-Adam/AdamW with `capturable: true` (the configs' Adam is not capturable unless its init_args say
-so); a "step" scheduler (a graph would keep the first learning rate); a `training_step` that logs
-numbers or metrics rather than one-element tensors; a capture that fails. `training_step` gets the
+Adam/AdamW with `capturable: true` (a fresh Adam or AdamW is made capturable on a CUDA device:
+the same arithmetic, its step count on the device; a resumed one keeps its setting); a "step"
+scheduler (a graph would keep the first learning rate); a `training_step` that logs numbers or
+metrics rather than one-element tensors; a capture that fails. `training_step` gets the
 capture's `batch_idx` at every replay, and Python in it runs once, at capture.
 
     trainer:
@@ -65,7 +66,13 @@ from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
 
-from lightning_ae.strategies.graphs import CaptureFailed, StaticStep, graph_blocker, hyperparameters
+from lightning_ae.strategies.graphs import (
+    CaptureFailed,
+    StaticStep,
+    graph_blocker,
+    hyperparameters,
+    make_capturable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +284,8 @@ class GroupedSteps(SingleDeviceStrategy):
         trainer = self.lightning_module.trainer
         device = self.root_device
         capture = device.type == "cuda"
+        if capture and self.cuda_graphs and make_capturable(self.optimizers[0]):
+            log.info("GroupedSteps: %s made capturable for CUDA graphs.", type(self.optimizers[0]).__name__)
         reason = graph_blocker(
             enabled=self.cuda_graphs,
             device=device,

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lightning_ae.experiment import lightning_cli, run_pipeline
+from lightning_ae.experiment import StageDiverged, lightning_cli, run_pipeline
 from lightning_ae.files import atomic_write, resumable_checkpoint, write_json
 from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.records import read_results, read_sessions, run_seconds
@@ -152,7 +152,8 @@ def execute(run: RunSpec, run_dir: Path) -> None:
     """Train, test and evaluate one run in this process; results.json appears in run_dir when it finished."""
     config_file = _write_run_files(run, run_dir)
     if run.kind == "pretrain":
-        run_pipeline(["--config", str(config_file), "--output_dir", str(run_dir)])
+        with contextlib.suppress(StageDiverged):  # a finished run: its results.json says diverged
+            run_pipeline(["--config", str(config_file), "--output_dir", str(run_dir)])
         return
     args = ["fit", "--config", str(config_file)]
     # Logs, checkpoints and results.json straight into the run's folder (no name/version subfolders).
