@@ -231,3 +231,16 @@ def test_an_unreadable_pipeline_record_is_named(tmp_path, text):
     (tmp_path / "pipeline.json").write_text(text)
     with pytest.raises(ValueError, match=r"pipeline.json: not a readable pipeline record .* delete the folder"):
         tiny_pipeline(tmp_path).run()
+
+
+def test_a_diverging_stage_stops_the_pipeline_and_its_results_say_diverged(tmp_path):
+    from lightning_ae.pretraining import StageDiverged
+
+    pipeline = tiny_pipeline(tmp_path)
+    pipeline.layers = Stage(epochs=2, batch_size=50, optimizer=partial(torch.optim.Adam, lr=1e6))
+    with pytest.raises(StageDiverged, match=r"stage 'layer1': training diverged at epoch 0"):
+        pipeline.run()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "diverged" and results["diverged"]["stage"] == "layer1"
+    assert json.loads((tmp_path / "layer1" / "results.json").read_text())["status"] == "diverged"
+    assert not (tmp_path / "frozen").exists()
