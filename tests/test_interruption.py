@@ -175,3 +175,18 @@ def test_the_same_config_and_seed_give_the_same_results_twice(tmp_path):
         assert measured == {key: second[table][key] for key in measured}, table
     assert first["last_epoch"] == second["last_epoch"] and first["global_step"] == second["global_step"]
     assert all(torch.equal(first_weights[name], second_weights[name]) for name in first_weights)
+
+
+def test_the_signal_handlers_are_given_back_after_each_fit_and_test(tmp_path, monkeypatch):
+    """A process that runs several fits (a study) must stop on SIGTERM between them. Giving Lightning's handler back
+    after Lightning had restored the original one left a handler that only sets a flag: SIGTERM was then ignored."""
+    from lightning_ae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    argv = ["fit", "--config", str(REPO / "configs" / "basic_ae.yaml"), "--data.train_subset", "64"]
+    argv += ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    assert main(argv) == 0  # a fit, then the test after it
+    assert {number: signal.getsignal(number) for number in before} == before
+    assert main([*argv, "--model.init_args.optimizer.init_args.lr", "-1"]) == 2  # a fit that fails in setup
+    assert {number: signal.getsignal(number) for number in before} == before

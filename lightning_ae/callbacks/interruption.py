@@ -150,11 +150,9 @@ class GracefulInterruption(Callback):
             trainer.save_checkpoint(checkpoint)  # the end of the epoch: a resume starts the next one
             epoch, step = self._stopped_at or (trainer.current_epoch, trainer.global_step)
             self._stop(checkpoint, epoch, step, "fit")
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is not None:  # came after the last epoch's end: the fit is done, its checkpoints saved
-            checkpoint = self.checkpoint_path(trainer)
-            self._stop(checkpoint if checkpoint.is_file() else None, trainer.current_epoch, trainer.global_step, "fit")
+        # Here, not in on_fit_end: Lightning puts back the handlers it found only when the stage ends, and
+        # on_fit_end runs after that, where giving back Lightning's handler would leave it installed for good
+        # (a process that runs several fits, a study, would then only log a SIGTERM, never stop).
         self._restore()
 
     # -- test, validate and predict on their own: acted on after a batch, nothing saved --
