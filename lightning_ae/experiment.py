@@ -28,7 +28,7 @@ from lightning_ae.callbacks import (
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import non_finite_values
 from lightning_ae.data import ImageDataModule
-from lightning_ae.files import is_complete_checkpoint
+from lightning_ae.files import is_complete_checkpoint, resumable_checkpoint
 from lightning_ae.pretraining import LayerwisePretraining, StageDiverged  # noqa: F401 (the CLI and the study catch it)
 from lightning_ae.strategies import use_atomic_checkpoints
 
@@ -243,7 +243,8 @@ def resume_differences(
 
 
 def find_last_checkpoint(logger_args: Namespace) -> tuple[Path, str]:
-    """The newest `version_*/checkpoints/last.ckpt` of a TensorBoard run (or of its given version), and that version."""
+    """The newest `version_*/checkpoints/last.ckpt` of a TensorBoard run (or of its given version), and that version;
+    when that file is cut off, the newest complete checkpoint beside it."""
     root = Path(logger_args.get("save_dir") or DEFAULT_LOG_DIR) / (logger_args.get("name") or "")
     version = logger_args.get("version")
     if version is not None:
@@ -259,7 +260,15 @@ def find_last_checkpoint(logger_args: Namespace) -> tuple[Path, str]:
             f"ckpt_path='last': no checkpoints/last.ckpt under {root}/{'version_*' if version is None else folder}: "
             "nothing to resume; start without --ckpt_path, or give a checkpoint file."
         )
-    return existing[-1], existing[-1].parent.parent.name
+    # A cut-off last.ckpt (a full disk under an older version) is set aside: the newest complete one is used.
+    checkpoints = existing[-1].parent
+    checkpoint = resumable_checkpoint(checkpoints, f"ckpt_path='last' in {checkpoints.parent}")
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"ckpt_path='last': {checkpoints} holds no complete checkpoint (cut-off ones were set aside as *.corrupt): "
+            "nothing to resume; start without --ckpt_path."
+        )
+    return checkpoint, checkpoints.parent.name
 
 
 def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:

@@ -573,3 +573,21 @@ def test_resuming_with_the_same_settings_and_another_learning_rate_is_allowed(tr
     monkeypatch.chdir(folder)
     again = ["fit", "--config", str(BASIC), *RESUME_BASE, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
     assert main([*again, "--model.init_args.optimizer.init_args.lr", "1e-4"]) == 0
+
+
+def test_resuming_from_a_cut_off_last_checkpoint_goes_back_to_the_last_good_one(
+    trained_run, tmp_path, monkeypatch, caplog
+):
+    """`--ckpt_path last` on a last.ckpt cut short (a full disk under an older version): set aside with a warning,
+    and the run resumes from the newest complete checkpoint beside it (here the best of epoch 0)."""
+    folder = tmp_path / "run"
+    shutil.copytree(trained_run, folder)
+    [last] = folder.glob("lightning_logs/*/version_0/checkpoints/last.ckpt")
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    monkeypatch.chdir(folder)
+    again = ["fit", "--config", str(BASIC), *RESUME_BASE, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    with caplog.at_level("INFO"):
+        assert main(again) == 0
+    assert last.with_name("last.ckpt.corrupt").exists() and "is not a complete checkpoint" in caplog.text
+    assert "Restored all states from the checkpoint at" in caplog.text and "best-epoch0.ckpt" in caplog.text
+    assert [p.name for p in folder.glob("lightning_logs/*/version_*")] == ["version_0"]
