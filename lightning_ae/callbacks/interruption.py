@@ -127,10 +127,12 @@ class GracefulInterruption(Callback):
         if self.received is not None:
             self._stop(None, trainer.current_epoch, trainer.global_step, "fit")
 
-    def _save_and_stop(self, trainer: pl.Trainer) -> None:
+    def _save_and_stop(self, trainer: pl.Trainer, at: tuple[int, int] | None = None) -> None:
+        """Save `last.ckpt` where training is now; report the stop at `at` (epoch, step), else here."""
         checkpoint = self.checkpoint_path(trainer)
         trainer.save_checkpoint(checkpoint)
-        self._stop(checkpoint, trainer.current_epoch, trainer.global_step, "fit")
+        epoch, step = at or (trainer.current_epoch, trainer.global_step)
+        self._stop(checkpoint, epoch, step, "fit")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self.received is not None:
@@ -145,11 +147,8 @@ class GracefulInterruption(Callback):
             self._stopped_at = (trainer.current_epoch, trainer.global_step)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is not None:
-            checkpoint = self.checkpoint_path(trainer)
-            trainer.save_checkpoint(checkpoint)  # the end of the epoch: a resume starts the next one
-            epoch, step = self._stopped_at or (trainer.current_epoch, trainer.global_step)
-            self._stop(checkpoint, epoch, step, "fit")
+        if self.received is not None:  # saved at the end of the epoch: a resume starts the next one
+            self._save_and_stop(trainer, self._stopped_at)
         # Here, not in on_fit_end: Lightning puts back the handlers it found only when the stage ends, and
         # on_fit_end runs after that, where giving back Lightning's handler would leave it installed for good
         # (a process that runs several fits, a study, would then only log a SIGTERM, never stop).
