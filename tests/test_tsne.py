@@ -1,0 +1,96 @@
+"""Exact t-SNE in torch (`lightning_ae.evaluation.tsne`) against sklearn's, piece by piece and as a whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import squareform
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE, trustworthiness
+from sklearn.manifold._t_sne import _joint_probabilities, _kl_divergence
+from sklearn.metrics import pairwise_distances
+
+from lightning_ae.callbacks import TSNEPlot
+from lightning_ae.data import ImageDataModule
+from lightning_ae.evaluation.tsne import (
+    TORCH_MAX_POINTS,
+    choose_implementation,
+    exact_tsne,
+    joint_probabilities,
+    kl_gradient,
+    tsne,
+)
+
+
+@pytest.fixture(scope="module")
+def pca_codes() -> np.ndarray:
+    """PCA's 16-D codes of 300 MNIST test images: clustered, as real codes are."""
+    datamodule = ImageDataModule(train_subset=2000)
+    datamodule.setup()
+    pca = PCA(16, random_state=0).fit(datamodule.split("train").images.numpy())
+    return pca.transform(datamodule.split("test").images[:300].numpy()).astype(np.float64)
+
+
+def test_the_affinities_are_sklearns(pca_codes):
+    expected = squareform(_joint_probabilities(pairwise_distances(pca_codes, squared=True), 30.0, 0))
+    ours = joint_probabilities(torch.from_numpy(pca_codes), 30.0).numpy()
+    np.fill_diagonal(ours, 0)  # sklearn keeps only the pairs
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-12)
+
+
+def test_the_divergence_and_its_gradient_are_sklearns(pca_codes):
+    joint = joint_probabilities(torch.from_numpy(pca_codes), 30.0)
+    points = np.random.default_rng(0).normal(size=(len(pca_codes), 2))
+    condensed = squareform(joint.numpy(), checks=False)
+    expected_kl, expected_gradient = _kl_divergence(points.ravel(), condensed, 1, len(points), 2)
+    kl, gradient = kl_gradient(torch.from_numpy(points), joint)
+    assert kl.item() == pytest.approx(expected_kl, rel=1e-6)
+    np.testing.assert_allclose(gradient.numpy().ravel(), expected_gradient, rtol=1e-5, atol=1e-12)
+
+
+def test_the_map_is_as_faithful_as_sklearns(pca_codes):
+    ours = exact_tsne(torch.from_numpy(pca_codes)).numpy()
+    theirs = TSNE(2, perplexity=30.0, init="pca", random_state=0, method="exact").fit(pca_codes)
+    joint = joint_probabilities(torch.from_numpy(pca_codes), 30.0)
+    our_kl = kl_gradient(torch.from_numpy(ours), joint)[0].item()
+    assert our_kl <= theirs.kl_divergence_ * 1.05  # the quantity t-SNE minimises
+    ours_trust = trustworthiness(pca_codes, ours, n_neighbors=10)
+    assert ours_trust >= trustworthiness(pca_codes, theirs.embedding_, n_neighbors=10) - 0.01
+    random_trust = trustworthiness(pca_codes, np.random.default_rng(0).normal(size=(len(ours), 2)), n_neighbors=10)
+    assert ours_trust > random_trust + 0.3  # the check has teeth: a random map scores far lower
+
+
+def test_auto_takes_torch_on_a_cuda_device_only_and_within_its_memory_bound():
+    class Codes:
+        def __init__(self, device: str, count: int) -> None:
+            self.device, self.count = torch.device(device), count
+
+        def __len__(self) -> int:
+            return self.count
+
+    assert choose_implementation(Codes("cuda", 5000)) == "torch"
+    assert choose_implementation(Codes("cuda", TORCH_MAX_POINTS + 1)) == "sklearn"
+    assert choose_implementation(Codes("cpu", 5000)) == "sklearn"
+    assert choose_implementation(Codes("cpu", 5000), "torch") == "torch"
+
+
+def test_forcing_torch_on_the_cpu_runs_it_there(pca_codes):
+    codes = torch.from_numpy(pca_codes[:100])
+    np.testing.assert_array_equal(tsne(codes, perplexity=10.0, implementation="torch"), exact_tsne(codes, 10.0).numpy())
+
+
+def test_a_wrong_implementation_or_perplexity_is_refused():
+    with pytest.raises(ValueError, match="implementation='cuml'.*'auto', 'torch', 'sklearn'"):
+        TSNEPlot(implementation="cuml")
+    with pytest.raises(ValueError, match="perplexity=50.0 is not valid for 20 points"):
+        exact_tsne(torch.zeros(20, 3), 50.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: auto runs exact t-SNE there")
+def test_on_a_gpu_auto_runs_torch_there_and_draws_as_faithful_a_map(pca_codes):
+    on_gpu = tsne(torch.from_numpy(pca_codes).cuda())  # auto: torch on the device
+    on_cpu = exact_tsne(torch.from_numpy(pca_codes)).numpy()
+    assert isinstance(on_gpu, np.ndarray) and on_gpu.shape == (len(pca_codes), 2)
+    gpu_trust = trustworthiness(pca_codes, on_gpu, n_neighbors=10)
+    assert gpu_trust >= trustworthiness(pca_codes, on_cpu, n_neighbors=10) - 0.01
