@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from pytorch_lightning.loggers import TensorBoardLogger
 from scipy.spatial.distance import squareform
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE, trustworthiness
 from sklearn.manifold._t_sne import _joint_probabilities, _kl_divergence
 from sklearn.metrics import pairwise_distances
 
-from lightning_ae.callbacks import TSNEPlot
+from lightning_ae.callbacks import PCABaseline, TSNEPlot, embeddings
 from lightning_ae.data import ImageDataModule
 from lightning_ae.evaluation.tsne import (
     TORCH_MAX_POINTS,
@@ -21,6 +26,7 @@ from lightning_ae.evaluation.tsne import (
     kl_gradient,
     tsne,
 )
+from lightning_ae.models import Autoencoder
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +100,47 @@ def test_on_a_gpu_auto_runs_torch_there_and_draws_as_faithful_a_map(pca_codes):
     assert isinstance(on_gpu, np.ndarray) and on_gpu.shape == (len(pca_codes), 2)
     gpu_trust = trustworthiness(pca_codes, on_gpu, n_neighbors=10)
     assert gpu_trust >= trustworthiness(pca_codes, on_cpu, n_neighbors=10) - 0.01
+
+
+def _stub_trainer(datamodule: ImageDataModule, root: Path, callbacks: list) -> SimpleNamespace:
+    logger = TensorBoardLogger(root, name="run", version=0)
+    return SimpleNamespace(
+        datamodule=datamodule, loggers=[logger], logger=logger, is_global_zero=True, sanity_checking=False,
+        current_epoch=0, global_step=0, world_size=1, global_rank=0, default_root_dir=str(root), callbacks=callbacks,
+    )  # fmt: skip
+
+
+def test_the_pca_panel_is_computed_once_per_d_and_read_back_after(tmp_path, monkeypatch, caplog):
+    calls = []
+    real_tsne = embeddings.tsne
+    monkeypatch.setattr(embeddings, "tsne", lambda codes, *args: calls.append(len(codes)) or real_tsne(codes, *args))
+    datamodule = ImageDataModule(train_subset=500)
+    datamodule.setup()
+    torch.manual_seed(0)
+    model = Autoencoder(code_dim=16)
+    plot = TSNEPlot(max_points=120, perplexity=10)
+    trainer = _stub_trainer(datamodule, tmp_path, [PCABaseline(cache_dir=str(tmp_path / "cache")), plot])
+
+    plot.on_test_end(trainer, model)
+    assert calls == [120, 120]  # the model's codes, then PCA's
+    first = plot.timings["pca_tsne_seconds"]
+    [cached] = (tmp_path / "cache").glob("*-tsne-*.npz")
+
+    def picture() -> np.ndarray:
+        return np.asarray(Image.open(tmp_path / "run" / "version_0" / "pca_tsne.png"))
+
+    drawn = picture()
+
+    plot.on_test_end(trainer, model)
+    assert calls == [120, 120, 120]  # the model's codes only: PCA's map was read back
+    np.testing.assert_array_equal(picture(), drawn)
+    assert plot.timings["pca_tsne_seconds"] < first
+
+    cached.write_bytes(b"not an npz")  # a damaged entry is computed again, with a warning
+    plot.on_test_end(trainer, model)
+    assert calls == [120, 120, 120, 120, 120] and "Unreadable PCA t-SNE cache" in caplog.text
+    with np.load(cached) as stored:  # and written again
+        assert stored["points"].shape == (120, 2)
+
+    TSNEPlot(max_points=120, perplexity=12).on_test_end(trainer, model)  # other settings: another map
+    assert len(calls) == 7 and len(list((tmp_path / "cache").glob("*-tsne-*.npz"))) == 2

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,6 +21,8 @@ from lightning_ae.data.datasets import largest_image_side
 from lightning_ae.evaluation.pca import as_numpy, fit_pca
 from lightning_ae.evaluation.tsne import check_tsne_implementation, choose_implementation, tsne
 from lightning_ae.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 SPRITE_MAX_PX = 8192  # the projector refuses larger sprites
 
@@ -168,7 +173,7 @@ class TSNEPlot(EvaluationCallback):
         dim, input_dim = getattr(pl_module, "code_dim", None), getattr(pl_module, "input_dim", None)
         if self.pca_filename is not None and dim is not None and input_dim is not None and dim < input_dim:
             (pca_points, pca_title), seconds = timed(
-                lambda: self.embed(self.pca_codes(trainer, int(dim)), codes.device), codes.device
+                lambda: self.pca_map(trainer, int(dim), codes.device), codes.device
             )
             self.timings["pca_tsne_seconds"] = seconds
             pca_fig = self.figure(pca_points, labels, data.class_names, f"PCA: {pca_title}")
@@ -177,11 +182,41 @@ class TSNEPlot(EvaluationCallback):
             if writer is not None:
                 writer.add_figure("test/pca_tsne", pca_fig, global_step=logging_step(trainer), close=False)
 
-    def pca_codes(self, trainer: pl.Trainer, dim: int) -> np.ndarray:
-        """PCA's d'-dimensional codes of the test images this map shows (the fit cached as PCABaseline's)."""
+    def pca_codes(self, trainer: pl.Trainer, dim: int) -> tuple[np.ndarray, Path | None]:
+        """PCA's d'-dimensional codes of the test images this map shows (the fit cached as PCABaseline's), and
+        the PCA fit's cache file (None: no cache)."""
         data = self.data(trainer)
         train_flat = as_numpy(data.split("train").images)
         baseline = next((c for c in trainer.callbacks if isinstance(c, PCABaseline)), None)
         cache_file = pca_cache_file(train_flat, dim, baseline.cache_dir if baseline is not None else None)
         pca, _ = fit_pca(train_flat, dim, cache_file)
-        return pca.transform(as_numpy(data.split("test").images[: self.max_points])).astype(np.float64)
+        return pca.transform(as_numpy(data.split("test").images[: self.max_points])).astype(np.float64), cache_file
+
+    def pca_map(self, trainer: pl.Trainer, dim: int, device: torch.device) -> tuple[np.ndarray, str]:
+        """The PCA panel's points and title. The map depends only on the data, d' and this callback's settings, so
+        it is cached beside the PCA fit: every run after the first at a d' reads it (a t-SNE is 29 s on 2 cores)."""
+        codes, pca_file = self.pca_codes(trainer, dim)
+        if pca_file is None or dim == 2:
+            return self.embed(codes, device)
+        how = choose_implementation(torch.as_tensor(codes).to(device), self.implementation)
+        # Keyed by the PCA fit (its file's name holds the training data's hash and d'), the test images shown and
+        # the t-SNE settings; not by the codes' bytes, which differ in the last bits between a fresh and a read fit.
+        shown = as_numpy(self.data(trainer).split("test").images[: self.max_points])
+        settings = f"{pca_file.name},{self.perplexity!r},{self.seed},{how}".encode()
+        key = hashlib.sha256(settings + np.ascontiguousarray(shown).data).hexdigest()[:20]
+        cached = pca_file.with_name(f"{pca_file.stem}-tsne-{key}.npz")
+        if cached.exists():
+            try:
+                with np.load(cached) as stored:
+                    points, title = stored["points"], str(stored["title"])
+                if points.shape == (len(codes), 2) and np.isfinite(points).all():
+                    return points, title
+            except (OSError, ValueError, KeyError) as err:
+                log.warning("Unreadable PCA t-SNE cache %s (%s); computing it again.", cached, err)
+        points, title = self.embed(codes, device)
+        try:
+            with atomic_write(cached) as handle:
+                np.savez(handle, points=points, title=np.array(title))
+        except OSError as err:  # a read-only cache costs time, never correctness
+            log.warning("Cannot write the PCA t-SNE cache %s (%s).", cached, err)
+        return points, title
