@@ -90,6 +90,48 @@ def test_the_static_step_copies_each_batch_in_and_runs_a_short_batch_without_the
     assert not static.fits({"inputs": torch.ones(4, 3)}) and static.fits(first)
 
 
+def test_one_tensor_given_twice_fills_one_buffer_and_the_same_must_hold_for_every_later_batch():
+    seen = []
+
+    def step(inputs):
+        seen.append(inputs)
+        return (inputs[0] - inputs[1]).abs().sum().clone()
+
+    static = StaticStep(step, capture=False)
+    images = torch.rand(4, 3)
+    static((images, images, torch.arange(4)))  # an autoencoder's batch: the input is the target
+    assert static.inputs[0] is static.inputs[1] and torch.equal(static.inputs[0], images)
+    others = torch.rand(4, 3)
+    assert static.fits((others, others, torch.arange(4)))
+    assert not static.fits((others, others.clone(), torch.arange(4)))  # two tensors would need two buffers
+    static((others, others, torch.arange(4)))
+    assert torch.equal(static.inputs[1], others)
+
+    apart = StaticStep(step, capture=False)  # the first batch has two tensors: two buffers, both filled
+    assert apart((images, images.clone(), torch.arange(4))).item() == 0
+    assert apart.inputs[0] is not apart.inputs[1]
+    assert apart.fits((others, others, torch.arange(4))) and apart((others, others, torch.arange(4))).item() == 0
+
+
+def test_the_settings_are_watched_only_when_asked(monkeypatch):
+    fake = FakeCuda(monkeypatch)
+    watched = []
+    total = torch.zeros(())
+
+    def step(inputs):
+        fake.launch(lambda: total.add_(inputs[0].sum()))
+        return total
+
+    static = StaticStep(step, capture=True, watch=lambda: watched.append(1) or 0, warmup=0)
+    batch = (torch.ones(2, 2),)
+    static(batch)  # the capture reads the key
+    static(batch, check_settings=False)
+    static(batch, check_settings=False)
+    assert len(watched) == 1 and static.captures == 1 and static.replays == 3 and total.item() == 12
+    static(batch)
+    assert len(watched) == 2 and static.captures == 1
+
+
 def test_an_inner_short_batch_runs_eagerly_and_the_weights_still_match():
     """Any loader is grouped (`GroupedBatches`), and its short batch may come inside a group: that batch skips
     the buffers; the weights are those of the ordinary path all the same."""

@@ -208,3 +208,27 @@ def test_on_an_accelerator_the_splits_move_to_it_once_and_batches_are_gathered_t
     )
     on_cpu.setup()
     assert on_cpu.split("train").images.device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"corruption": "masking", "corruption_args": {"p": 0.5}}, {"pairs": True, "sim": 3}],
+    ids=["plain", "masking", "pairs"],
+)
+def test_a_group_is_gathered_at_once_into_the_same_batches_as_one_by_one(kwargs):
+    """The speed path's loader gathers a group of mini-batches in one index per tensor (then splits it into
+    views): the same inputs, targets, labels and noise as gathering each mini-batch alone."""
+    dm = make(train_subset=200, batch_size=32, **kwargs)
+    one_by_one = list(dm.train_dataloader())
+    grouped_loader = dm.train_dataloader()
+    grouped_loader.group = 3
+    groups = list(grouped_loader)
+    assert {len(g) for g in groups[:-1]} == {3} and 1 <= len(groups[-1]) <= 3
+    grouped = [batch for group in groups for batch in group]
+    assert len(grouped) == len(one_by_one) >= 7
+    for ours, theirs in zip(grouped, one_by_one, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a, b)
+        assert (ours[0] is ours[1]) == (theirs[0] is theirs[1])  # a plain AE's input is its target object
+    if not kwargs:
+        assert grouped[0][0] is grouped[0][1]

@@ -84,6 +84,28 @@ class SplitData:
             inputs = clean
         return inputs, target, self.labels[items]
 
+    def batches(self, indices: list[Tensor], generators: list[torch.Generator | None]) -> list[Batch]:
+        """`batch(index, generator)` for each pair, with one gather per tensor for all of them (a group of the
+        speed path: one gather instead of one per mini-batch; each batch is a view of it). The same values."""
+        sizes = [len(index) for index in indices]
+        index = torch.cat(indices)
+        items = self.image_index(index)
+        clean = self.images[items].split(sizes)
+        target = self.images[self.partners[index]].split(sizes) if self.partners is not None else clean
+        labels = self.labels[items].split(sizes)
+        if self.fixed_inputs is not None:
+            inputs = self.fixed_inputs[items].split(sizes)
+        elif self.corruption is not None:
+            if self.image_shape is None:
+                raise ValueError("a corruption needs images: give the split its image_shape (channels, height, width).")
+            inputs = tuple(
+                self.corruption(part.reshape(-1, *self.image_shape), generator).view_as(part)
+                for part, generator in zip(clean, generators, strict=True)
+            )
+        else:
+            inputs = clean  # the same view objects as the targets: one tensor, as in `batch`
+        return list(zip(inputs, target, labels, strict=True))
+
     @torch.no_grad()
     def means(self, seed: int = 0, chunk: int = 4096) -> tuple[Tensor, Tensor]:
         """The mean input and the mean target over the split's items, each shaped like one item.
@@ -205,9 +227,9 @@ class InMemoryLoader:
         self._yielded = skip
         indices = list(self.sampler)
         for start in range(skip * self.group, len(indices), self.group):
-            batches = [
-                self.split.batch(indices[number], self._noise(number))
-                for number in range(start, min(start + self.group, len(indices)))
-            ]
             self._yielded += 1
-            yield batches[0] if self.group == 1 else batches
+            if self.group == 1:
+                yield self.split.batch(indices[start], self._noise(start))
+                continue
+            numbers = range(start, min(start + self.group, len(indices)))
+            yield self.split.batches([indices[n] for n in numbers], [self._noise(n) for n in numbers])

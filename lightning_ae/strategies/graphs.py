@@ -143,6 +143,9 @@ class StaticStep(Generic[T]):
     ) -> None:
         self.step, self.capture, self.watch, self.warmup = step, capture, watch, warmup
         self.inputs: tuple[Tensor, ...] | None = None
+        # Position -> the first position holding the same tensor object in the first batch (an autoencoder's
+        # input is its target): such positions share one buffer, copied once.
+        self.sources: tuple[int, ...] = ()
         self.graph: torch.cuda.CUDAGraph | None = None
         self.outputs: T | None = None  # what `step` returned at capture: refreshed in place by every replay
         self.key: object = None
@@ -158,23 +161,34 @@ class StaticStep(Generic[T]):
             return False
         if self.inputs is None:
             return len(batch) > 0
-        return len(batch) == len(self.inputs) and all(
-            t.shape == s.shape and t.dtype == s.dtype and t.device == s.device
-            for t, s in zip(batch, self.inputs, strict=True)
+        return (
+            len(batch) == len(self.inputs)
+            and all(
+                t.shape == s.shape and t.dtype == s.dtype and t.device == s.device
+                for t, s in zip(batch, self.inputs, strict=True)
+            )
+            and all(batch[i] is batch[source] for i, source in enumerate(self.sources) if source != i)
         )
 
-    def __call__(self, batch: Sequence[Tensor]) -> T:
-        """One update on `batch`, which must fit (`fits`)."""
+    def __call__(self, batch: Sequence[Tensor], check_settings: bool = True) -> T:
+        """One update on `batch`, which must fit (`fits`). `check_settings=False` skips `watch` (the caller
+        knows nothing it watches has changed since the last call: the rest of a group of updates)."""
         if self.inputs is None:
-            self.inputs = tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in batch)
-        for static, value in zip(self.inputs, batch, strict=True):
-            static.copy_(value)
+            self.sources = tuple(next(j for j in range(i + 1) if batch[j] is batch[i]) for i in range(len(batch)))
+            buffers: dict[int, Tensor] = {}
+            for i, source in enumerate(self.sources):
+                if source == i:
+                    buffers[i] = torch.empty_like(batch[i], memory_format=torch.contiguous_format)
+            self.inputs = tuple(buffers[source] for source in self.sources)
+        for i, source in enumerate(self.sources):
+            if source == i:
+                self.inputs[i].copy_(batch[i])
         self.runs += 1
         if not self.capture:
             return self.step(self.inputs)
         if self.warmed < self.warmup:
             return self._warm_up()
-        key = self.watch()
+        key = self.watch() if check_settings or self.graph is None else self.key
         if self.graph is None or key != self.key:
             self._capture(key)  # records the update without running it; the replay below runs it
         assert self.graph is not None
@@ -186,6 +200,7 @@ class StaticStep(Generic[T]):
         """Drop the graph, its outputs and the buffers (their memory); the counts stay. A later call makes new
         buffers and captures again (the optimizer's state, made by the warm-up, is still there)."""
         self.graph = self.outputs = self.inputs = None
+        self.sources = ()
 
     def _warm_up(self) -> T:
         # On a side stream, as PyTorch's notes do: the lazy initialisations (optimizer state, cuBLAS

@@ -120,9 +120,12 @@ def logs_held_as_means(model: pl.LightningModule) -> Iterator[None]:
             real_log(name, value, *args, batch_size=batch_size, **kwargs)
             return
         weight = batch_size or 1
-        entry = held.setdefault(name, [0.0, 0, kwargs])
-        entry[0] = entry[0] + value.detach() * weight
-        entry[1] += weight
+        entry = held.get(name)
+        if entry is None:
+            held[name] = [value.detach() * weight, weight, kwargs]  # a new tensor: added to in place below
+        else:
+            entry[0].add_(value.detach(), alpha=weight)  # one kernel per update (mul, then add, were two)
+            entry[1] += weight
 
     model.log = log  # an instance attribute: it shadows the method until deleted
     try:
@@ -246,10 +249,12 @@ class GroupedSteps(SingleDeviceStrategy):
         per_step = [c.scheduler for c in model.trainer.lr_scheduler_configs if c.interval == "step"]
         self._step_args = (tuple(rest), kwargs)
         with logs_held_as_means(model):
-            for mini_batch in inner:
+            for number, mini_batch in enumerate(inner):
                 static = self._static_step()
                 if static is not None and static.fits(mini_batch):
-                    calls = self._static_update(static, mini_batch)
+                    # The optimizer's settings can change between groups only (an epoch scheduler, a callback):
+                    # checked at a group's first inner update.
+                    calls = self._static_update(static, mini_batch, check_settings=number == 0)
                 else:  # no static step, or a batch of other shapes (a short last batch)
                     calls = self._update(mini_batch)
                 for name, value, log_args, log_kwargs in calls:
@@ -302,10 +307,10 @@ class GroupedSteps(SingleDeviceStrategy):
         self._static = StaticStep(self._update, capture=capture, watch=partial(hyperparameters, optimizer))
         return self._static
 
-    def _static_update(self, static: StaticStep[list[LogCall]], batch: Any) -> list[LogCall]:
+    def _static_update(self, static: StaticStep[list[LogCall]], batch: Any, check_settings: bool) -> list[LogCall]:
         first = static.inputs is None  # this fit's first step through it
         try:
-            calls = static(batch)
+            calls = static(batch, check_settings)
         except CaptureFailed as failure:
             self._graphs_off(f"the capture failed ({failure})")
             return self._update(batch)
