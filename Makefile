@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast train denoise similarity pretrain study report tensorboard lint bench gpu-check clean
+.PHONY: help install test test-fast train denoise similarity pretrain study report tensorboard lint bench bench-gpu gpu-check clean
 
 # TensorBoard listens on the loopback interface only; TB_HOST=0.0.0.0 exposes it to the network on purpose.
 LOGDIR  ?= lightning_logs
@@ -60,6 +60,9 @@ lint: $(STAMP) ## Check style with ruff
 
 bench: $(STAMP) ## Run the benchmarks in benchmarks/ and print their tables
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+bench-gpu: $(STAMP) ## On a CUDA device: lightning-ae per epoch against the plain eager and CUDA-graph loops, a whole fit, make train's evaluation share
+	$(BIN)/python benchmarks/bench_gpu.py $(BENCH_ARGS)
 
 # No install step: on a GPU machine lightning_ae may only be on PYTHONPATH (see scripts/gpu_check.sh for its variables).
 gpu-check: ## Every config for 1 epoch (fit + test, predict, pre-training, smoke study) on a CUDA device; GPU_CHECK_ARGS go to every fit
