@@ -33,7 +33,7 @@ export PYTHONUNBUFFERED=1
 left() { echo $((DEADLINE - $(date +%s))); }
 note() { echo "$*" | tee -a "$OUT/summary.txt"; }
 pack() {  # every log and the study's results, in one archive (replaced, never half-written)
-    tar czf "$OUT/session.tgz.part" -C "$WORK" --exclude='*.ckpt' --exclude='events.out.*' . 2>/dev/null
+    tar czf "$OUT/session.tgz.part" -C "$WORK" --exclude='*.ckpt' --exclude='events.out.*' --exclude='codes' --exclude='*.png' --exclude='*.pt' . 2>/dev/null
     mv "$OUT/session.tgz.part" "$OUT/session.tgz"
 }
 
