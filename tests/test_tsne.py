@@ -124,7 +124,7 @@ def test_the_pca_panel_is_computed_once_per_d_and_read_back_after(tmp_path, monk
     plot.on_test_end(trainer, model)
     assert calls == [120, 120]  # the model's codes, then PCA's
     first = plot.timings["pca_tsne_seconds"]
-    [cached] = (tmp_path / "cache").glob("*-tsne-*.npz")
+    [cached] = (tmp_path / "cache").glob("tsne-*.npz")
 
     def picture() -> np.ndarray:
         return np.asarray(Image.open(tmp_path / "run" / "version_0" / "pca_tsne.png"))
@@ -143,4 +143,4 @@ def test_the_pca_panel_is_computed_once_per_d_and_read_back_after(tmp_path, monk
         assert stored["points"].shape == (120, 2)
 
     TSNEPlot(max_points=120, perplexity=12).on_test_end(trainer, model)  # other settings: another map
-    assert len(calls) == 7 and len(list((tmp_path / "cache").glob("*-tsne-*.npz"))) == 2
+    assert len(calls) == 7 and len(list((tmp_path / "cache").glob("tsne-*.npz"))) == 2

@@ -204,7 +204,7 @@ class TSNEPlot(EvaluationCallback):
         shown = as_numpy(self.data(trainer).split("test").images[: self.max_points])
         settings = f"{pca_file.name},{self.perplexity!r},{self.seed},{how}".encode()
         key = hashlib.sha256(settings + np.ascontiguousarray(shown).data).hexdigest()[:20]
-        cached = pca_file.with_name(f"{pca_file.stem}-tsne-{key}.npz")
+        cached = pca_file.with_name(f"tsne-{pca_file.stem}-{key}.npz")  # not "pca-*": that names PCA fits
         if cached.exists():
             try:
                 with np.load(cached) as stored:
