@@ -144,3 +144,18 @@ def test_the_pca_panel_is_computed_once_per_d_and_read_back_after(tmp_path, monk
 
     TSNEPlot(max_points=120, perplexity=12).on_test_end(trainer, model)  # other settings: another map
     assert len(calls) == 7 and len(list((tmp_path / "cache").glob("tsne-*.npz"))) == 2
+
+
+def test_auto_falls_back_to_sklearn_when_the_device_runs_out_of_memory(pca_codes, monkeypatch, caplog):
+    from lightning_ae.evaluation import tsne as module
+
+    def out_of_memory(codes, perplexity):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 800.00 MiB")
+
+    monkeypatch.setattr(module, "exact_tsne", out_of_memory)
+    monkeypatch.setattr(module, "choose_implementation", lambda codes, implementation="auto": "torch")
+    codes = torch.from_numpy(pca_codes[:100])
+    points = module.tsne(codes, perplexity=10.0)  # auto: sklearn instead, with a warning
+    assert points.shape == (100, 2) and "ran out of GPU memory" in caplog.text and "Barnes-Hut" in caplog.text
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # asked for torch explicitly: the error stands
+        module.tsne(codes, perplexity=10.0, implementation="torch")

@@ -16,17 +16,21 @@ the same picture, as no two t-SNE implementations give the same one.
 
 "auto" (what `TSNEPlot` uses): exact torch where the codes are on a CUDA device and there are at
 most `TORCH_MAX_POINTS` of them (its N x N matrices: 200 MB each at 5,000 points, float64), else
-sklearn's Barnes-Hut on the CPU.
+sklearn's Barnes-Hut on the CPU. If the device runs out of memory, "auto" falls back to sklearn with
+a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import torch
 from sklearn.manifold import TSNE
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("auto", "torch", "sklearn")
 TORCH_MAX_POINTS = 10_000
@@ -49,7 +53,18 @@ def tsne(codes: Tensor, perplexity: float = 30.0, seed: int = 0, implementation:
     """A 2-D t-SNE map of `codes` (N x d), as a float64 array on the host."""
     check_tsne_implementation(implementation)
     if choose_implementation(codes, implementation) == "torch":
-        return exact_tsne(codes, perplexity).cpu().numpy()
+        try:
+            return exact_tsne(codes, perplexity).cpu().numpy()
+        except torch.cuda.OutOfMemoryError as error:  # a small GPU: its N x N matrices did not fit; nothing is lost
+            if implementation == "torch":
+                raise
+            torch.cuda.empty_cache()
+            log.warning(
+                "Exact t-SNE of %d codes ran out of GPU memory (%s); using sklearn's Barnes-Hut on the CPU instead "
+                "(TSNEPlot's max_points bounds the points).",
+                len(codes),
+                str(error).splitlines()[0],
+            )
     model = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
     return model.fit_transform(codes.detach().double().cpu().numpy())
 
