@@ -23,6 +23,7 @@ from lightning_ae.evaluation.tsne import (
     choose_implementation,
     exact_tsne,
     joint_probabilities,
+    kl_divergence,
     kl_gradient,
     tsne,
 )
@@ -50,7 +51,7 @@ def test_the_divergence_and_its_gradient_are_sklearns(pca_codes):
     points = np.random.default_rng(0).normal(size=(len(pca_codes), 2))
     condensed = squareform(joint.numpy(), checks=False)
     expected_kl, expected_gradient = _kl_divergence(points.ravel(), condensed, 1, len(points), 2)
-    kl, gradient = kl_gradient(torch.from_numpy(points), joint)
+    kl, gradient = kl_divergence(torch.from_numpy(points), joint), kl_gradient(torch.from_numpy(points), joint)
     assert kl.item() == pytest.approx(expected_kl, rel=1e-6)
     np.testing.assert_allclose(gradient.numpy().ravel(), expected_gradient, rtol=1e-5, atol=1e-12)
 
@@ -59,7 +60,7 @@ def test_the_map_is_as_faithful_as_sklearns(pca_codes):
     ours = exact_tsne(torch.from_numpy(pca_codes)).numpy()
     theirs = TSNE(2, perplexity=30.0, init="pca", random_state=0, method="exact").fit(pca_codes)
     joint = joint_probabilities(torch.from_numpy(pca_codes), 30.0)
-    our_kl = kl_gradient(torch.from_numpy(ours), joint)[0].item()
+    our_kl = kl_divergence(torch.from_numpy(ours), joint).item()
     assert our_kl <= theirs.kl_divergence_ * 1.05  # the quantity t-SNE minimises
     ours_trust = trustworthiness(pca_codes, ours, n_neighbors=10)
     assert ours_trust >= trustworthiness(pca_codes, theirs.embedding_, n_neighbors=10) - 0.01
@@ -68,22 +69,18 @@ def test_the_map_is_as_faithful_as_sklearns(pca_codes):
 
 
 def test_auto_takes_torch_on_a_cuda_device_only_and_within_its_memory_bound():
-    class Codes:
-        def __init__(self, device: str, count: int) -> None:
-            self.device, self.count = torch.device(device), count
-
-        def __len__(self) -> int:
-            return self.count
-
-    assert choose_implementation(Codes("cuda", 5000)) == "torch"
-    assert choose_implementation(Codes("cuda", TORCH_MAX_POINTS + 1)) == "sklearn"
-    assert choose_implementation(Codes("cpu", 5000)) == "sklearn"
-    assert choose_implementation(Codes("cpu", 5000), "torch") == "torch"
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert choose_implementation(5000, cuda) == "torch"
+    assert choose_implementation(TORCH_MAX_POINTS + 1, cuda) == "sklearn"
+    assert choose_implementation(5000, cpu) == "sklearn"
+    assert choose_implementation(5000, cpu, "torch") == "torch"
 
 
 def test_forcing_torch_on_the_cpu_runs_it_there(pca_codes):
     codes = torch.from_numpy(pca_codes[:100])
-    np.testing.assert_array_equal(tsne(codes, perplexity=10.0, implementation="torch"), exact_tsne(codes, 10.0).numpy())
+    points, how = tsne(codes, perplexity=10.0, implementation="torch")
+    assert how == "torch"
+    np.testing.assert_array_equal(points, exact_tsne(codes, 10.0).numpy())
 
 
 def test_a_wrong_implementation_or_perplexity_is_refused():
@@ -95,7 +92,8 @@ def test_a_wrong_implementation_or_perplexity_is_refused():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: auto runs exact t-SNE there")
 def test_on_a_gpu_auto_runs_torch_there_and_draws_as_faithful_a_map(pca_codes):
-    on_gpu = tsne(torch.from_numpy(pca_codes).cuda())  # auto: torch on the device
+    on_gpu, how = tsne(torch.from_numpy(pca_codes).cuda())  # auto: torch on the device
+    assert how == "torch"
     on_cpu = exact_tsne(torch.from_numpy(pca_codes)).numpy()
     assert isinstance(on_gpu, np.ndarray) and on_gpu.shape == (len(pca_codes), 2)
     gpu_trust = trustworthiness(pca_codes, on_gpu, n_neighbors=10)
@@ -131,8 +129,12 @@ def test_the_pca_panel_is_computed_once_per_d_and_read_back_after(tmp_path, monk
 
     drawn = picture()
 
+    fits = []
+    real_fit = embeddings.fit_pca
+    monkeypatch.setattr(embeddings, "fit_pca", lambda *args: fits.append(1) or real_fit(*args))
     plot.on_test_end(trainer, model)
     assert calls == [120, 120, 120]  # the model's codes only: PCA's map was read back
+    assert fits == []  # and no PCA was read or fitted for it
     np.testing.assert_array_equal(picture(), drawn)
     assert plot.timings["pca_tsne_seconds"] < first
 
@@ -153,9 +155,14 @@ def test_auto_falls_back_to_sklearn_when_the_device_runs_out_of_memory(pca_codes
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 800.00 MiB")
 
     monkeypatch.setattr(module, "exact_tsne", out_of_memory)
-    monkeypatch.setattr(module, "choose_implementation", lambda codes, implementation="auto": "torch")
+    monkeypatch.setattr(module, "choose_implementation", lambda count, device, implementation="auto": "torch")
     codes = torch.from_numpy(pca_codes[:100])
-    points = module.tsne(codes, perplexity=10.0)  # auto: sklearn instead, with a warning
-    assert points.shape == (100, 2) and "ran out of GPU memory" in caplog.text and "Barnes-Hut" in caplog.text
+    points, how = module.tsne(codes, perplexity=10.0)  # auto: sklearn instead, with a warning
+    assert (
+        how == "sklearn"
+        and points.shape == (100, 2)
+        and "ran out of GPU memory" in caplog.text
+        and "Barnes-Hut" in caplog.text
+    )
     with pytest.raises(torch.cuda.OutOfMemoryError):  # asked for torch explicitly: the error stands
         module.tsne(codes, perplexity=10.0, implementation="torch")

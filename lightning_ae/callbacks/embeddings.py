@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -135,9 +134,8 @@ class TSNEPlot(EvaluationCallback):
         tensor = torch.as_tensor(codes)
         if device is not None:
             tensor = tensor.to(device)
-        how = "exact, torch" if choose_implementation(tensor, self.implementation) == "torch" else "sklearn"
-        points = tsne(tensor, self.perplexity, self.seed, self.implementation)
-        return points, f"t-SNE ({how}) of d'={codes.shape[1]} codes"
+        points, how = tsne(tensor, self.perplexity, self.seed, self.implementation)
+        return points, f"t-SNE ({'exact, torch' if how == 'torch' else how}) of d'={codes.shape[1]} codes"
 
     @staticmethod
     def figure(points: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], title: str) -> Figure:
@@ -182,41 +180,39 @@ class TSNEPlot(EvaluationCallback):
             if writer is not None:
                 writer.add_figure("test/pca_tsne", pca_fig, global_step=logging_step(trainer), close=False)
 
-    def pca_codes(self, trainer: pl.Trainer, dim: int) -> tuple[np.ndarray, Path | None]:
-        """PCA's d'-dimensional codes of the test images this map shows (the fit cached as PCABaseline's), and
-        the PCA fit's cache file (None: no cache)."""
+    def pca_map(self, trainer: pl.Trainer, dim: int, device: torch.device) -> tuple[np.ndarray, str]:
+        """The PCA panel's points and title: PCA's d'-dimensional codes of the test images this map shows (the fit
+        cached as PCABaseline's), through the same t-SNE. The map depends only on the data, d' and this callback's
+        settings, so it is cached beside the PCA fit: a later run at the same d' reads it and needs no PCA at all
+        (a t-SNE is 29 s on 2 cores)."""
         data = self.data(trainer)
         train_flat = as_numpy(data.split("train").images)
+        shown = as_numpy(data.split("test").images[: self.max_points])
         baseline = next((c for c in trainer.callbacks if isinstance(c, PCABaseline)), None)
-        cache_file = pca_cache_file(train_flat, dim, baseline.cache_dir if baseline is not None else None)
-        pca, _ = fit_pca(train_flat, dim, cache_file)
-        return pca.transform(as_numpy(data.split("test").images[: self.max_points])).astype(np.float64), cache_file
-
-    def pca_map(self, trainer: pl.Trainer, dim: int, device: torch.device) -> tuple[np.ndarray, str]:
-        """The PCA panel's points and title. The map depends only on the data, d' and this callback's settings, so
-        it is cached beside the PCA fit: every run after the first at a d' reads it (a t-SNE is 29 s on 2 cores)."""
-        codes, pca_file = self.pca_codes(trainer, dim)
-        if pca_file is None or dim == 2:
-            return self.embed(codes, device)
-        how = choose_implementation(torch.as_tensor(codes).to(device), self.implementation)
-        # Keyed by the PCA fit (its file's name holds the training data's hash and d'), the test images shown and
-        # the t-SNE settings; not by the codes' bytes, which differ in the last bits between a fresh and a read fit.
-        shown = as_numpy(self.data(trainer).split("test").images[: self.max_points])
-        settings = f"{pca_file.name},{self.perplexity!r},{self.seed},{how}".encode()
-        key = hashlib.sha256(settings + np.ascontiguousarray(shown).data).hexdigest()[:20]
-        cached = pca_file.with_name(f"tsne-{pca_file.stem}-{key}.npz")  # not "pca-*": that names PCA fits
-        if cached.exists():
+        pca_file = pca_cache_file(train_flat, dim, baseline.cache_dir if baseline is not None else None)
+        cached = None
+        if pca_file is not None and dim != 2:  # at d'=2 the codes are the map: nothing to cache
+            # Keyed by the PCA fit (its file's name holds the training data's hash and d'), the test images shown
+            # and the t-SNE settings; not by the codes' bytes, which differ in the last bits between a fresh and a
+            # read fit.
+            how = choose_implementation(len(shown), device, self.implementation)
+            settings = f"{pca_file.name},{self.perplexity!r},{self.seed},{how}".encode()
+            key = hashlib.sha256(settings + np.ascontiguousarray(shown).data).hexdigest()[:20]
+            cached = pca_file.with_name(f"tsne-{pca_file.stem}-{key}.npz")  # not "pca-*": that names PCA fits
+            if cached.exists():
+                try:
+                    with np.load(cached) as stored:
+                        points, title = stored["points"], str(stored["title"])
+                    if points.shape == (len(shown), 2) and np.isfinite(points).all():
+                        return points, title
+                except (OSError, ValueError, KeyError) as err:
+                    log.warning("Unreadable PCA t-SNE cache %s (%s); computing it again.", cached, err)
+        pca, _ = fit_pca(train_flat, dim, pca_file)
+        points, title = self.embed(pca.transform(shown).astype(np.float64), device)
+        if cached is not None:
             try:
-                with np.load(cached) as stored:
-                    points, title = stored["points"], str(stored["title"])
-                if points.shape == (len(codes), 2) and np.isfinite(points).all():
-                    return points, title
-            except (OSError, ValueError, KeyError) as err:
-                log.warning("Unreadable PCA t-SNE cache %s (%s); computing it again.", cached, err)
-        points, title = self.embed(codes, device)
-        try:
-            with atomic_write(cached) as handle:
-                np.savez(handle, points=points, title=np.array(title))
-        except OSError as err:  # a read-only cache costs time, never correctness
-            log.warning("Cannot write the PCA t-SNE cache %s (%s).", cached, err)
+                with atomic_write(cached) as handle:
+                    np.savez(handle, points=points, title=np.array(title))
+            except OSError as err:  # a read-only cache costs time, never correctness
+                log.warning("Cannot write the PCA t-SNE cache %s (%s).", cached, err)
         return points, title

@@ -43,18 +43,21 @@ def check_tsne_implementation(implementation: str) -> None:
         raise ValueError(f"implementation={implementation!r} is not valid; valid: {list(IMPLEMENTATIONS)}.")
 
 
-def choose_implementation(codes: Tensor, implementation: str = "auto") -> str:
+def choose_implementation(count: int, device: torch.device, implementation: str = "auto") -> str:
+    """What `implementation` means for `count` codes on `device`: "torch" or "sklearn"."""
     if implementation != "auto":
         return implementation
-    return "torch" if codes.device.type == "cuda" and len(codes) <= TORCH_MAX_POINTS else "sklearn"
+    return "torch" if device.type == "cuda" and count <= TORCH_MAX_POINTS else "sklearn"
 
 
-def tsne(codes: Tensor, perplexity: float = 30.0, seed: int = 0, implementation: str = "auto") -> np.ndarray:
-    """A 2-D t-SNE map of `codes` (N x d), as a float64 array on the host."""
+def tsne(
+    codes: Tensor, perplexity: float = 30.0, seed: int = 0, implementation: str = "auto"
+) -> tuple[np.ndarray, str]:
+    """A 2-D t-SNE map of `codes` (N x d), as a float64 array on the host, and the implementation that made it."""
     check_tsne_implementation(implementation)
-    if choose_implementation(codes, implementation) == "torch":
+    if choose_implementation(len(codes), codes.device, implementation) == "torch":
         try:
-            return exact_tsne(codes, perplexity).cpu().numpy()
+            return exact_tsne(codes, perplexity).cpu().numpy(), "torch"
         except torch.cuda.OutOfMemoryError as error:  # a small GPU: its N x N matrices did not fit; nothing is lost
             if implementation == "torch":
                 raise
@@ -66,7 +69,7 @@ def tsne(codes: Tensor, perplexity: float = 30.0, seed: int = 0, implementation:
                 str(error).splitlines()[0],
             )
     model = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-    return model.fit_transform(codes.detach().double().cpu().numpy())
+    return model.fit_transform(codes.detach().double().cpu().numpy()), "sklearn"
 
 
 def squared_distances(points: Tensor) -> Tensor:
@@ -110,14 +113,24 @@ def pca_start(codes: Tensor) -> Tensor:
     return start / start[:, 0].std(unbiased=False) * 1e-4
 
 
-def kl_gradient(points: Tensor, joint: Tensor) -> tuple[Tensor, Tensor]:
-    """KL(P || Q) and its gradient, Student-t with one degree of freedom (sklearn's `_kl_divergence`)."""
+def student_t(points: Tensor) -> tuple[Tensor, Tensor]:
+    """The map's Student-t kernel (one degree of freedom, zero diagonal) and Q, its normalised form."""
     kernel = (1.0 / (1.0 + squared_distances(points))).fill_diagonal_(0)
-    similarity = (kernel / kernel.sum()).clamp_min(_EPSILON)
-    divergence = (joint * torch.log(joint / similarity)).sum()
+    return kernel, (kernel / kernel.sum()).clamp_min(_EPSILON)
+
+
+def kl_divergence(points: Tensor, joint: Tensor) -> Tensor:
+    """KL(P || Q), what t-SNE minimises (the value of sklearn's `_kl_divergence`)."""
+    _, similarity = student_t(points)
+    return (joint * torch.log(joint / similarity)).sum()
+
+
+def kl_gradient(points: Tensor, joint: Tensor) -> Tensor:
+    """The gradient of KL(P || Q) with respect to the map (sklearn's `_kl_divergence`'s); not the value itself,
+    which the descent never needs (its logarithm over N x N pairs would cost a third of each iteration)."""
+    kernel, similarity = student_t(points)
     weights = (joint - similarity) * kernel
-    gradient = 4.0 * (weights.sum(1, keepdim=True) * points - weights @ points)
-    return divergence, gradient
+    return 4.0 * (weights.sum(1, keepdim=True) * points - weights @ points)
 
 
 def exact_tsne(codes: Tensor, perplexity: float = 30.0) -> Tensor:
@@ -134,7 +147,7 @@ def exact_tsne(codes: Tensor, perplexity: float = 30.0) -> Tensor:
         if iteration == EXPLORATION_ITERATIONS:
             joint = joint / EARLY_EXAGGERATION
         momentum = 0.5 if iteration < EXPLORATION_ITERATIONS else 0.8
-        _, gradient = kl_gradient(points, joint)
+        gradient = kl_gradient(points, joint)
         same_sign = update * gradient >= 0  # sklearn's gains: grow where the step changes direction
         gains = torch.where(same_sign, gains * 0.8, gains + 0.2).clamp_min_(0.01)
         update = momentum * update - learning_rate * gains * gradient
