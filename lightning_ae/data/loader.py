@@ -71,22 +71,11 @@ class SplitData:
         return self.labels[self.objects] if self.objects is not None else self.labels
 
     def batch(self, index: Tensor, generator: torch.Generator | None = None) -> Batch:
-        items = self.image_index(index)
-        clean = self.images[items]
-        target = self.images[self.partners[index]] if self.partners is not None else clean
-        if self.fixed_inputs is not None:
-            inputs = self.fixed_inputs[items]
-        elif self.corruption is not None:
-            if self.image_shape is None:
-                raise ValueError("a corruption needs images: give the split its image_shape (channels, height, width).")
-            inputs = self.corruption(clean.view(-1, *self.image_shape), generator).view_as(clean)
-        else:
-            inputs = clean
-        return inputs, target, self.labels[items]
+        return self.batches([index], [generator])[0]
 
     def batches(self, indices: list[Tensor], generators: list[torch.Generator | None]) -> list[Batch]:
-        """`batch(index, generator)` for each pair, with one gather per tensor for all of them (a group of the
-        speed path: one gather instead of one per mini-batch; each batch is a view of it). The same values."""
+        """An `(input, target, label)` batch for each index tensor, its noise drawn from its generator; one gather
+        per tensor for all of them (a group of the speed path), each batch a view of it."""
         sizes = [len(index) for index in indices]
         index = torch.cat(indices)
         items = self.image_index(index)
@@ -103,7 +92,7 @@ class SplitData:
                 for part, generator in zip(clean, generators, strict=True)
             )
         else:
-            inputs = clean  # the same view objects as the targets: one tensor, as in `batch`
+            inputs = clean  # the same view objects as the targets: an autoencoder's input is its target
         return list(zip(inputs, target, labels, strict=True))
 
     @torch.no_grad()
