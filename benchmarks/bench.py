@@ -102,14 +102,19 @@ def homework_ae() -> Autoencoder:
     return Autoencoder(code_dim=32, center_inputs=False, init_output_bias=False)
 
 
+def plain_network(model: Autoencoder) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The model's own encoder (without its Flatten: the images are flat already) and decoder, for plain loops."""
+    encoder = [m for m in model.encoder if not isinstance(m, torch.nn.Flatten)]
+    return torch.nn.Sequential(*encoder), model.decoder
+
+
 def plainest_epochs(model: Autoencoder, images: torch.Tensor, batches: list[torch.Tensor], epochs: int = 1) -> None:
     """The plainest loop a PyTorch user writes: the images indexed per batch, zero_grad, backward, step.
 
     It trains `model`'s own layers (so both sides end at comparable weights) on the flat images,
     in the given batch order, with nothing else: no DataModule, no centring, no hooks.
     """
-    encoder = [m for m in model.encoder if not isinstance(m, torch.nn.Flatten)]
-    encode, decode = torch.nn.Sequential(*encoder), model.decoder
+    encode, decode = plain_network(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     for _ in range(epochs):
         for index in batches:
@@ -189,6 +194,16 @@ def bench_trainer(repeats: int) -> float:
     return epoch_32
 
 
+def homework_fit_command(folder: str, epochs: int) -> list[str]:
+    """`lightning-ae fit` of the homework's basic AE (SGD lr 1.0, batch 32), as the plain loops train it (no
+    centring, no output bias from the data), validation and checkpoints, no evaluation callbacks, no test."""
+    command = [sys.executable, "-m", "lightning_ae", "fit", "--config", str(REPO / "configs" / "basic_ae.yaml")]
+    command += ["--config", str(REPO / "configs" / "fragments" / "homework_sgd.yaml"), "--trainer.callbacks", "[]"]
+    command += ["--trainer.max_epochs", str(epochs), "--test_after_fit", "false"]
+    command += ["--model.init_args.center_inputs", "false", "--model.init_args.init_output_bias", "false"]
+    return command + ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", folder]
+
+
 def bench_cli_fit(repeats: int) -> None:
     """A whole `lightning-ae fit` (process start, 12 epochs at batch 32 with validation and checkpointing, no
     evaluation callbacks, no test) against the plainest loop's 12 epochs over the same batches."""
@@ -196,15 +211,10 @@ def bench_cli_fit(repeats: int) -> None:
     datamodule.setup()
     epochs = 12
     orders = [training_order(datamodule, epoch) for epoch in range(epochs)]
-    configs = ["--config", str(REPO / "configs" / "basic_ae.yaml")]
-    configs += ["--config", str(REPO / "configs" / "fragments" / "homework_sgd.yaml")]  # SGD lr 1.0, batch 32
 
     def cli() -> float:
         with tempfile.TemporaryDirectory() as folder:
-            command = [sys.executable, "-m", "lightning_ae", "fit", *configs, "--trainer.callbacks", "[]"]
-            command += ["--trainer.max_epochs", str(epochs), "--test_after_fit", "false"]
-            command += ["--model.init_args.center_inputs", "false", "--model.init_args.init_output_bias", "false"]
-            command += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", folder]
+            command = homework_fit_command(folder, epochs)
             start = time.perf_counter()
             subprocess.run(command, check=True, capture_output=True, cwd=folder)
             return time.perf_counter() - start
@@ -229,6 +239,13 @@ def bench_cli_fit(repeats: int) -> None:
     )
 
 
+def synchronize(device: torch.device) -> float:
+    """The time after the device has finished its queued work (a CUDA GPU runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 class EpochTimer(pl.Callback):
     """Wall time of each training epoch, hooks included, Trainer setup and teardown excluded."""
 
@@ -236,29 +253,39 @@ class EpochTimer(pl.Callback):
         self.seconds: list[float] = []
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start = time.perf_counter()
+        self.start = synchronize(pl_module.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.seconds.append(time.perf_counter() - self.start)
+        self.seconds.append(synchronize(pl_module.device) - self.start)
 
 
-def steady_state(datamodule: ImageDataModule, batch_size: int, repeats: int) -> None:
-    """The per-epoch cost inside a longer fit (what a 50-epoch run pays per epoch) against the plain loop."""
-    torch.manual_seed(0)
+def fit_epoch_seconds(
+    model: pl.LightningModule, datamodule: pl.LightningDataModule, epochs: int, strategy: GroupedSteps, **trainer_args
+) -> tuple[list[float], pl.Trainer]:
+    """Seconds of each epoch of an `epochs`-epoch fit on the configs' speed path (TensorBoard logger, checkpoints,
+    no validation), and its Trainer."""
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as folder:
         trainer = pl.Trainer(
-            max_epochs=repeats + 1,
-            strategy=GroupedSteps(),
+            max_epochs=epochs,
+            strategy=strategy,
             logger=TensorBoardLogger(folder, name="bench"),
             callbacks=[timer],
             enable_progress_bar=False,
             enable_model_summary=False,
             limit_val_batches=0,
             num_sanity_val_steps=0,
+            **trainer_args,
         )
         with contextlib.redirect_stderr(io.StringIO()):
-            trainer.fit(homework_ae(), datamodule=datamodule)
+            trainer.fit(model, datamodule=datamodule)
+    return timer.seconds, trainer
+
+
+def steady_state(datamodule: ImageDataModule, batch_size: int, repeats: int) -> None:
+    """The per-epoch cost inside a longer fit (what a 50-epoch run pays per epoch) against the plain loop."""
+    torch.manual_seed(0)
+    seconds, _ = fit_epoch_seconds(homework_ae(), datamodule, repeats + 1, GroupedSteps())
     plain = []
     for _ in range(repeats):
         model = homework_ae()
@@ -268,7 +295,7 @@ def steady_state(datamodule: ImageDataModule, batch_size: int, repeats: int) -> 
     row(
         "trainer",
         f"  same, per epoch inside a {repeats + 1}-epoch fit / plainest",
-        timer.seconds[1:],
+        seconds[1:],
         plain,
         "s",
         "ratio <= 1.10",

@@ -30,8 +30,6 @@ Writes benchmarks/results/bench_gpu.json. Medians with min-max over the epochs.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -44,10 +42,18 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import TensorBoardLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import REPO, RESULTS, ROWS, row  # noqa: E402  (the table's format is make bench's)
+from bench import (  # noqa: E402  (the table's format and the pieces are make bench's)
+    MAKE_TRAIN_CONFIGS,
+    RESULTS,
+    ROWS,
+    fit_epoch_seconds,
+    homework_fit_command,
+    plain_network,
+    row,
+    synchronize,
+)
 
 from lightning_ae.data import ImageDataModule  # noqa: E402
 from lightning_ae.models import Autoencoder  # noqa: E402
@@ -74,18 +80,6 @@ CASES: dict[str, tuple[Callable[[], Autoencoder], Callable, int]] = {
         128,
     ),
 }
-
-
-def synchronize(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def plain_network(model: Autoencoder) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The model's own encoder (without its Flatten: the images are flat already) and decoder."""
-    encoder = [m for m in model.encoder if not isinstance(m, torch.nn.Flatten)]
-    return torch.nn.Sequential(*encoder), model.decoder
 
 
 def eager_epochs(
@@ -156,19 +150,6 @@ class GraphLoop:
         return seconds
 
 
-class EpochClock(pl.Callback):
-    """Seconds of each training epoch, hooks included, clocked after a device synchronize."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start = synchronize(pl_module.device)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.seconds.append(synchronize(pl_module.device) - self.start)
-
-
 def lightning_epochs(
     build: Callable[[], Autoencoder],
     batch_size: int,
@@ -179,25 +160,12 @@ def lightning_epochs(
 ) -> tuple[list[float], str]:
     """Seconds of each epoch after the first in an (epochs + 1)-epoch fit, and what the speed path did."""
     torch.manual_seed(0)
-    clock = EpochClock()
-    with tempfile.TemporaryDirectory() as folder:
-        trainer = pl.Trainer(
-            max_epochs=epochs + 1,
-            accelerator=device.type,
-            devices=1,
-            strategy=GroupedSteps(cuda_graphs=graphs),
-            logger=TensorBoardLogger(folder, name="bench"),
-            callbacks=[clock],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-        )
-        with contextlib.redirect_stderr(io.StringIO()):
-            trainer.fit(build(), datamodule=ImageDataModule(batch_size=batch_size, train_subset=images))
+    datamodule = ImageDataModule(batch_size=batch_size, train_subset=images)
+    strategy = GroupedSteps(cuda_graphs=graphs)
+    seconds, trainer = fit_epoch_seconds(build(), datamodule, epochs + 1, strategy, accelerator=device.type, devices=1)
     static = trainer.strategy._static
     did = f"{static.captures} captures, {static.replays} replays" if static is not None else "eager"
-    return clock.seconds[1:], did
+    return seconds[1:], did
 
 
 def bench_training(epochs: int, device: torch.device, subset: int | None) -> None:
@@ -239,14 +207,9 @@ def bench_training(epochs: int, device: torch.device, subset: int | None) -> Non
 def bench_cli_fit(device: torch.device) -> None:
     """A whole `lightning-ae fit` of 12 epochs (basic AE, homework SGD, batch 32) against the graph loop's 12."""
     epochs = 12
-    configs = ["--config", str(REPO / "configs" / "basic_ae.yaml")]
-    configs += ["--config", str(REPO / "configs" / "fragments" / "homework_sgd.yaml")]
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "lightning_ae", "fit", *configs, "--trainer.callbacks", "[]"]
-        command += ["--trainer.max_epochs", str(epochs), "--test_after_fit", "false"]
-        command += ["--model.init_args.center_inputs", "false", "--model.init_args.init_output_bias", "false"]
+        command = homework_fit_command(folder, epochs)
         command += ["--trainer.accelerator", "gpu" if device.type == "cuda" else "cpu"]
-        command += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", folder]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, cwd=folder)
         cli = time.perf_counter() - start
@@ -269,10 +232,8 @@ EVALUATION_TIMINGS = ("knn_seconds", "pca_seconds", "tsne_seconds", "pca_tsne_se
 
 def bench_evaluation_share(device: torch.device, extra: list[str]) -> None:
     """`make train` on the device: the evaluation callbacks' seconds against the whole process's."""
-    configs = ["--config", str(REPO / "configs" / "basic_ae.yaml")]
-    configs += ["--config", str(REPO / "configs" / "fragments" / "evaluation.yaml")]
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "lightning_ae", "fit", *configs]
+        command = [sys.executable, "-m", "lightning_ae", "fit", *MAKE_TRAIN_CONFIGS]
         command += ["--trainer.accelerator", "gpu" if device.type == "cuda" else "cpu"]
         command += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", folder, *extra]
         start = time.perf_counter()
