@@ -134,6 +134,8 @@ EXPERIMENTS=(
     "denoising_salt_and_pepper $DENOISING configs/fragments/corruption_salt_and_pepper.yaml $EVALUATION"
     "denoising_strokes $DENOISING configs/fragments/corruption_strokes.yaml $EVALUATION"
     "similarity_ae $BASIC configs/similarity_ae.yaml $EVALUATION"
+    "similarity_deep_ae $BASIC configs/deep_ae.yaml configs/similarity_ae.yaml configs/similarity_deep_ae.yaml $EVALUATION"
+    "sparse_ae $BASIC configs/sparse_ae.yaml $EVALUATION"
 )
 for experiment in "${EXPERIMENTS[@]}"; do
     read -r name files <<<"$experiment"

@@ -26,6 +26,13 @@ EXPERIMENTS = {
         for name in ("gaussian", "salt_and_pepper", "block", "strokes")
     },
     "similarity_ae": [BASIC, "configs/similarity_ae.yaml", EVALUATION],
+    "similarity_deep_ae": [
+        BASIC,
+        "configs/deep_ae.yaml",
+        "configs/similarity_ae.yaml",
+        "configs/similarity_deep_ae.yaml",
+        EVALUATION,
+    ],
     "sparse_ae": [BASIC, "configs/sparse_ae.yaml", EVALUATION],
     "classifier": [BASIC, "configs/classifier.yaml"],
 }
@@ -78,7 +85,7 @@ def test_the_standard_study_composes_every_experiment_as_listed_here():
     study = OmegaConf.to_container(OmegaConf.load(CONFIGS / "study" / "standard.yaml"))
     composed = {name: spec.get("config", spec.get("pipeline")) for name, spec in study["experiments"].items()}
     expected = {**EXPERIMENTS, **PIPELINES}
-    renamed = {"denoising": "denoising_ae", "similarity": "similarity_ae"}
+    renamed = {"denoising": "denoising_ae", "similarity": "similarity_ae", "similarity_deep": "similarity_deep_ae"}
     assert {renamed.get(name, name): files for name, files in composed.items()} == expected
 
 

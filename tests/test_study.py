@@ -236,6 +236,30 @@ def test_the_report_marks_runs_that_did_not_converge_or_learn_and_leaves_them_ou
     assert flagged[by_dim[2].run_id] == [] and len(flagged[by_dim[8].run_id]) == 2
 
 
+def test_the_similarity_section_sets_each_run_beside_the_plain_ae_of_the_same_network(smoke, tmp_path):
+    """2.3 compares kNN on the similarity AE's codes with the plain basic AE of the same d' (here 8), not d'=2's."""
+    study, folder, _ = smoke
+    copy = tmp_path / "study"
+    shutil.copytree(folder / "runs", copy / "runs")
+    basic = {r.labels["model.init_args.code_dim"]: r for r in study.runs if r.experiment == "basic_ae"}
+    similarity = next(r for r in study.runs if r.experiment == "similarity")
+    sound = {}
+    for run in (basic[8], similarity):  # one epoch cannot be judged: declared sound, as above
+        path = copy / "runs" / run.run_id / "results.json"
+        results = json.loads(path.read_text())
+        results["convergence"].update(converged=True, reason="declared converged by the test")
+        results["learned"].update(learned=True, reason="declared learned by the test")
+        path.write_text(json.dumps(results))
+        sound[run.experiment] = results["ae"]["test/knn_acc"]
+    markdown, _ = write_report(study, copy, tmp_path / "report")
+    section = _section(markdown.read_text(), "2.3")
+    row = next(line for line in section.splitlines() if line.startswith("| similarity |"))
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[4] == f"{sound['similarity']:.4f}" and cells[5] == f"{sound['basic_ae']:.4f}"
+    assert f"the plain AE of the same network (trained on its own images, no labels) {sound['basic_ae']:.4f}" in section
+    assert "weak supervision" in section
+
+
 SUMMARY_FIELDS = {
     "run_id", "experiment", "stage", "kind", "grid", "overrides", "seed", "model", "code_dim", "status",
     "converged", "learned", "flags", "verdicts", "model_metrics", "pca", "trivial", "epochs", "wall_seconds",

@@ -146,12 +146,6 @@ def summary_record(
     }
 
 
-def record_key(record: dict[str, Any]) -> tuple:
-    """A stable order: experiment, grid values, seed, stage, id."""
-    grid = json.dumps(record["grid"], sort_keys=True, default=str)
-    return (record["experiment"], grid, record["seed"], stage_order(record["stage"]), record["run_id"])
-
-
 def study_overrides(study: Study) -> dict[tuple[str, str], dict[str, Any]]:
     """{(experiment, kind): the overrides the study file applies to it (every_run for fits, then its own)}."""
     try:
@@ -231,9 +225,9 @@ def collect(study: Study, folder: Path) -> list[Result]:
 
 
 def summary_records(results: list[Result]) -> list[dict[str, Any]]:
-    """Every record of summary.json, in a stable order."""
-    records = [record for r in results for record in (r.stages.values() if r.stages else [r.record])]
-    return sorted(records, key=record_key)
+    """Every record of summary.json in the study file's order (experiments, grid points, seeds as it lists them),
+    a pipeline's stages in the order they ran."""
+    return [record for r in results for record in (r.stages.values() if r.stages else [r.record])]
 
 
 def fmt(values: list[float | None], digits: int = 4) -> str:
@@ -903,7 +897,8 @@ class ReportBuilder:
 
     def similarity(self) -> None:
         self.doc.add(Heading("2.3: similarity reconstruction"))
-        runs = self.experiment("similarity")
+        # `similarity` (the homework's: the basic AE, 2,000 objects) and its variants (`similarity_deep`, ...).
+        runs = self.experiments("similarity")
         if not runs:
             return self.missing("similarity")
         r = runs[0]
@@ -914,37 +909,75 @@ class ReportBuilder:
         ):
             if (r.folder / name).exists():
                 self.doc.add(Figure(r.folder / name, caption))
+        rows, parts = [], []
+        for name, members in group(runs, lambda m: m.run.experiment).items():
+            plain = self.plain_twins(members[0])
+            rows.append(
+                [
+                    name,
+                    ", ".join(sorted({m.run.describe() for m in members})),
+                    fmt([m.metric("test/bce_per_pixel") for m in members]),
+                    fmt([(m.record.get("trivial") or {}).get("test/bce_per_pixel") for m in members]),
+                    fmt([m.metric("test/knn_acc") for m in members]),
+                    fmt([m.metric("test/knn_acc") for m in plain]),
+                    fmt([m.metric("test/knn_acc", "pca") for m in members]),
+                    flag_cell(members),
+                ]
+            )
+            good, good_plain = usable(members), usable(plain)
+            if not good:
+                continue
+            knn, knn_plain = (
+                mean([m.metric("test/knn_acc") for m in good]),
+                mean([m.metric("test/knn_acc") for m in good_plain]),
+            )
+            versus = (
+                f"the plain AE of the same network (trained on its own images, no labels) "
+                f"{spread([m.metric('test/knn_acc') for m in good_plain])}"
+                + (
+                    f": {'at least as high' if knn >= knn_plain else 'lower'}"
+                    if knn is not None and knn_plain is not None
+                    else ""
+                )
+                if good_plain
+                else "no usable plain AE of the same network in this study"
+            )
+            parts.append(
+                f"`{name}`: test BCE against a random same-class partner "
+                f"{spread([m.metric('test/bce_per_pixel') for m in good])} per pixel; kNN accuracy of the codes "
+                f"{spread([m.metric('test/knn_acc') for m in good])}, against {versus}, and PCA's "
+                f"{spread([m.metric('test/knn_acc', 'pca') for m in good])}"
+            )
         self.doc.add(
             Table(
-                ["run", "BCE/pixel", "BCE/pixel mean partner", "kNN AE", "kNN PCA", "flags"],
-                [
-                    [
-                        m.run.describe(),
-                        fmt([m.metric("test/bce_per_pixel")]),
-                        fmt([(m.record.get("trivial") or {}).get("test/bce_per_pixel")]),
-                        fmt([m.metric("test/knn_acc")]),
-                        fmt([m.metric("test/knn_acc", "pca")]),
-                        flag_cell([m]),
-                    ]
-                    for m in runs
-                ],
-                protocol(runs) + " " + flags_note(runs),
+                ["experiment", "runs", "BCE/pixel", "BCE/pixel mean partner"]
+                + ["kNN", "kNN plain AE", "kNN PCA", "flags"],
+                rows,
+                protocol(runs) + " kNN plain AE: the autoencoder of the same network and d' (basic_ae or deep_ae in "
+                "this study) trained to reconstruct its input. " + flags_note(runs),
             )
         )
-        good = usable(runs)
         finding = (
-            f"Test BCE against a random same-class partner: {spread([m.metric('test/bce_per_pixel') for m in good])} "
-            f"per pixel; kNN accuracy of the codes: {spread([m.metric('test/knn_acc') for m in good])} "
-            f"(PCA {spread([m.metric('test/knn_acc', 'pca') for m in good])}). "
-            if good
-            else "No similarity run converged and learned, so none is quoted here. "
+            "; ".join(parts) + ". " if parts else "No similarity run converged and learned, so none is quoted here. "
         )
         self.doc.add(
             Paragraph(
-                finding + "The loss is still minimised by the mean of the possible targets, so the model learns a "
-                f"per-class average, not a reconstruction (see the README).{left_out(runs)}"
+                finding + "The pairs are drawn by class, so these codes are learned from the labels (weak "
+                "supervision), unlike every other autoencoder here. The loss is still minimised by the mean of the "
+                "possible targets, so the model learns a per-class average, not a reconstruction (see the README)."
+                f"{left_out(runs)}"
             )
         )
+
+    def plain_twins(self, similarity_run: Result) -> list[Result]:
+        """The plain AEs (basic_ae or deep_ae) with the same network and d' as a similarity run."""
+        network = ("code_dim", "hidden_dims", "activation", "code_activation", "decoder_activation")
+
+        def shape(r: Result) -> tuple:
+            return tuple(str(r.init_args.get(key)) for key in network)
+
+        plain = self.experiment("basic_ae") + self.experiment("deep_ae")
+        return [m for m in plain if shape(m) == shape(similarity_run)]
 
     def pretraining(self) -> None:
         self.doc.add(Heading("2.4: pre-training, before and after fine-tuning"))
