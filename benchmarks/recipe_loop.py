@@ -37,12 +37,12 @@ def build(args: argparse.Namespace) -> tuple[nn.Sequential, nn.Sequential]:
     sizes = [784, *hidden]
     encoder: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        encoder += [nn.Linear(n_in, n_out), ACTIVATIONS[args.act]()]
+        encoder += [nn.Linear(n_in, n_out), ACTIVATIONS[args.act](), nn.Dropout(args.dropout)]
     encoder += [nn.Linear(sizes[-1], args.d), ACTIVATIONS[args.code_act or args.act]()]
     back = [args.d, *reversed(hidden)]
     decoder: list[nn.Module] = []
     for n_in, n_out in zip(back[:-1], back[1:], strict=True):
-        decoder += [nn.Linear(n_in, n_out), ACTIVATIONS[args.act]()]
+        decoder += [nn.Linear(n_in, n_out), ACTIVATIONS[args.act](), nn.Dropout(args.dropout)]
     decoder.append(nn.Linear(back[-1], 784))
     return nn.Sequential(*encoder), nn.Sequential(*decoder)
 
@@ -60,6 +60,10 @@ def main() -> None:
     parser.add_argument("--center", type=int, default=1, choices=[0, 1])
     parser.add_argument("--bias-init", type=int, default=1, choices=[0, 1])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mask", type=float, default=0.0, help="zero each input pixel with this probability, in training"
+    )
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout after every hidden layer, in training")
     args = parser.parse_args()
 
     torch.set_num_threads(2)
@@ -86,6 +90,7 @@ def main() -> None:
 
     @torch.no_grad()
     def errors(images: torch.Tensor) -> tuple[float, float]:
+        encoder.eval(), decoder.eval()
         logits = decoder(encoder(images - shift))
         bce = F.binary_cross_entropy_with_logits(logits, images).item()
         return bce, (logits.sigmoid() - images).pow(2).mean().item()
@@ -94,8 +99,10 @@ def main() -> None:
     for epoch in range(args.epochs):
         order = torch.randperm(len(train))
         for index in order.split(args.batch_size):
+            encoder.train(), decoder.train()
             x = train.images[index]
-            loss = F.binary_cross_entropy_with_logits(decoder(encoder(x - shift)), x)
+            seen = x * (torch.rand_like(x) >= args.mask) if args.mask else x  # masking noise: a regulariser
+            loss = F.binary_cross_entropy_with_logits(decoder(encoder(seen - shift)), x)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -109,10 +116,15 @@ def main() -> None:
         if (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs:
             print(f"epoch {epoch + 1}: val BCE {val_bce:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     bce, mse = errors(test.images)
+    train_bce, train_mse = errors(train.images[:10_000])
+    print(f"train (first 10,000): BCE/pixel {train_bce:.4f}, squared error/image {train_mse * 784:.2f}")
     with torch.no_grad():
         train_codes, test_codes = encoder(train.images - shift).numpy(), encoder(test.images - shift).numpy()
     knn = KNeighborsClassifier(10).fit(train_codes, train.labels.numpy()).score(test_codes, test.labels.numpy())
+    # A code unit that is never active on the training images carries nothing (a dead ReLU).
+    dead = int((train_codes.max(0) - train_codes.min(0) < 1e-6).sum())
     print(f"test: BCE/pixel {bce:.4f}, MSE/pixel {mse:.5f}, squared error/image {mse * 784:.2f}, kNN {knn:.4f}")
+    print(f"code units constant on the training images (dead): {dead} of {train_codes.shape[1]}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ def check_non_negative(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_dropout(name: str, value: Any) -> float:
+    """`value` when it is a probability in [0, 1) (a dropout rate); a ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; valid: a probability in [0, 1) (0 turns dropout off).")
+    return float(value)
+
+
 def non_finite_values(config: Any, where: str = "") -> list[str]:
     """`key=value` for every NaN or infinite float in a nested config (mappings, namespaces, lists)."""
     if isinstance(config, float):

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from lightning_ae.callbacks import DivergenceGuard, GracefulInterruption, HParamsSummary, ResultsJSON
 from lightning_ae.callbacks.results import diverged
-from lightning_ae.checks import check_positive_int
+from lightning_ae.checks import check_dropout, check_positive_int
 from lightning_ae.data import ImageDataModule
 from lightning_ae.data.tensors import TensorDataModule
 from lightning_ae.files import resumable_checkpoint, write_json
@@ -57,13 +57,19 @@ RECONSTRUCTION["linear"] = ("linear", "mse")
 
 @dataclass
 class Stage:
-    """How one kind of stage trains: at most `epochs` epochs; with `patience`, early stopping on val/loss."""
+    """How one kind of stage trains: at most `epochs` epochs; with `patience`, early stopping on val/loss.
+
+    `dropout` and `input_dropout` are the classifier's (see `Classifier`), for the frozen and fine-tuning
+    stages; the layers' autoencoders take none.
+    """
 
     epochs: int = 20
     batch_size: int = 25
     optimizer: OptimizerCallable = field(default=sgd_momentum)
     scheduler: LRSchedulerCallable | None = None
     patience: int | None = None
+    dropout: float = 0.0
+    input_dropout: float = 0.0
 
 
 class StageDiverged(RuntimeError):
@@ -116,6 +122,13 @@ class LayerwisePretraining:
             check_positive_int(f"{name}.batch_size", stage.batch_size)
             if stage.patience is not None:
                 check_positive_int(f"{name}.patience", stage.patience)
+            for rate in ("dropout", "input_dropout"):
+                check_dropout(f"{name}.{rate}", getattr(stage, rate))
+        if self.layers.dropout or self.layers.input_dropout:
+            raise ValueError(
+                "layers.dropout and layers.input_dropout must be 0: dropout is the classifier's (frozen.dropout, "
+                "finetune.dropout); the layers' autoencoders take none."
+            )
         self.activation, self.hidden_dims = activation, hidden_dims
         self.data_args = {"dataset": dataset, "val_size": val_size, "train_subset": train_subset, "seed": seed}
         self.seed, self.output_dir = seed, Path(output_dir)
@@ -132,6 +145,8 @@ class LayerwisePretraining:
                     "optimizer": repr(s.optimizer),
                     "scheduler": repr(s.scheduler),
                     "patience": s.patience,
+                    "dropout": s.dropout,
+                    "input_dropout": s.input_dropout,
                 }
                 for name, s in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune))
             },
@@ -280,6 +295,8 @@ class LayerwisePretraining:
             hidden_dims=self.hidden_dims,
             activation=self.activation,
             freeze_hidden=freeze,
+            dropout=stage.dropout,
+            input_dropout=stage.input_dropout,
             optimizer=stage.optimizer,
             scheduler=stage.scheduler,
         )

@@ -146,6 +146,8 @@ def test_a_stage_checkpoint_of_another_shape_is_a_clear_error(pipeline_run, tmp_
         ({"activation": "softplus"}, r"activation='softplus' is not valid"),
         ({"hidden_dims": [100, 0]}, r"hidden_dims=0 is not valid"),
         ({"frozen": Stage(epochs=0)}, r"frozen.epochs=0 is not valid"),
+        ({"finetune": Stage(dropout=1.0)}, r"finetune.dropout=1.0 is not valid; valid: a probability in \[0, 1\)"),
+        ({"layers": Stage(input_dropout=0.2)}, r"layers.dropout and layers.input_dropout must be 0"),
     ],
 )
 def test_bad_pipeline_settings_are_refused(tmp_path, kwargs, message):
@@ -159,6 +161,25 @@ def test_classifier_bad_input():
         Classifier(hidden_dims=[], freeze_hidden=True)
     with pytest.raises(ValueError, match=r"activation='swish' is not a known activation"):
         Classifier(activation="swish")
+    for bad in (-0.1, 1.0, "half", True):
+        with pytest.raises(ValueError, match=r"dropout=.* is not valid; valid: a probability in \[0, 1\)"):
+            Classifier(dropout=bad)
+
+
+def test_dropout_acts_in_training_only_and_without_it_the_network_is_the_homeworks():
+    torch.manual_seed(0)
+    plain = Classifier(hidden_dims=[50, 40])
+    with_dropout = Classifier(hidden_dims=[50, 40], dropout=0.5, input_dropout=0.2)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())  # the same checkpoints as before
+    assert [m.p for m in with_dropout.modules() if isinstance(m, torch.nn.Dropout)] == [0.2, 0.5, 0.5]
+    with_dropout.load_hidden_layers(plain.hidden_linears)
+    with_dropout.output.load_state_dict(plain.output.state_dict())
+    x = torch.rand(64, 784)
+    plain.eval(), with_dropout.eval()
+    assert torch.equal(with_dropout(x), plain(x))  # evaluation: dropout is the identity
+    with_dropout.train()
+    first, second = with_dropout(x), with_dropout(x)
+    assert not torch.allclose(first, second) and not torch.allclose(first, plain(x))
 
 
 def _copy_pipeline(source, target, stages=("layer1", "layer2", "frozen", "finetune")):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_ae.checks import check_dropout
 from lightning_ae.data.datasets import MNIST
 from lightning_ae.models.layers import Activation, check_code_dim
 from lightning_ae.models.layers import activation as make_activation
@@ -33,6 +34,11 @@ class Classifier(TrainableModule):
     10 independent yes/no questions; with a softmax they are not independent, and Keras
     then also reports a per-output "binary accuracy" near 90% for a useless model.)
 
+    `dropout` zeroes each hidden unit, and `input_dropout` each input pixel, with that probability in
+    training (Srivastava et al., JMLR 2014): the regulariser that brings a net of this size from about
+    1.6% to about 1.3% test error on MNIST. With both at 0 (the default) the network has no dropout
+    layers at all, so its checkpoints are those of the homework's network.
+
     `freeze_hidden=True` trains only the output layer on top of fixed hidden layers
     (homework 2.4b "before fine-tuning"). `load_hidden_layers` copies pre-trained
     encoder layers in.
@@ -47,6 +53,8 @@ class Classifier(TrainableModule):
         activation: Activation = "sigmoid",
         num_classes: int = 10,
         freeze_hidden: bool = False,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
         optimizer: OptimizerCallable = sgd_momentum,
         scheduler: LRSchedulerCallable | None = None,
         input_shape: tuple[int, ...] = (MNIST.num_pixels,),
@@ -57,14 +65,20 @@ class Classifier(TrainableModule):
             check_code_dim(size, "hidden_dims")
         check_code_dim(num_classes, "num_classes")
         make_activation(activation, "activation")
+        for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
+            check_dropout(name, value)
         if freeze_hidden and not hidden_dims:
             raise ValueError("freeze_hidden=True needs at least one hidden layer; hidden_dims is empty.")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.input_shape = tuple(input_shape)
         sizes = [math.prod(self.input_shape), *hidden_dims]
         layers: list[nn.Module] = [nn.Flatten()]
+        if input_dropout:
+            layers.append(nn.Dropout(input_dropout))
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(n_in, n_out), make_activation(activation, "activation")]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
         self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(sizes[-1], num_classes)  # logits; softmax is inside the loss
         self.freeze_hidden = freeze_hidden
