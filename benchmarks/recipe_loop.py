@@ -28,6 +28,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
 from lightning_ae.data import MNISTDataModule
+from lightning_ae.data.corruptions import Masking
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "linear": nn.Identity}
 
@@ -96,12 +97,13 @@ def main() -> None:
         return bce, (logits.sigmoid() - images).pow(2).mean().item()
 
     started = time.perf_counter()
+    masking = Masking(p=1 - args.mask) if args.mask else None  # the dAE's masking noise, as a regulariser
     for epoch in range(args.epochs):
         order = torch.randperm(len(train))
+        encoder.train(), decoder.train()  # errors() below switches to eval
         for index in order.split(args.batch_size):
-            encoder.train(), decoder.train()
             x = train.images[index]
-            seen = x * (torch.rand_like(x) >= args.mask) if args.mask else x  # masking noise: a regulariser
+            seen = masking(x) if masking else x
             loss = F.binary_cross_entropy_with_logits(decoder(encoder(seen - shift)), x)
             optimizer.zero_grad()
             loss.backward()

@@ -927,25 +927,18 @@ class ReportBuilder:
             good, good_plain = usable(members), usable(plain)
             if not good:
                 continue
-            knn, knn_plain = (
-                mean([m.metric("test/knn_acc") for m in good]),
-                mean([m.metric("test/knn_acc") for m in good_plain]),
-            )
-            versus = (
-                f"the plain AE of the same network (trained on its own images, no labels) "
-                f"{spread([m.metric('test/knn_acc') for m in good_plain])}"
-                + (
-                    f": {'at least as high' if knn >= knn_plain else 'lower'}"
-                    if knn is not None and knn_plain is not None
-                    else ""
-                )
-                if good_plain
-                else "no usable plain AE of the same network in this study"
-            )
+            knn = [m.metric("test/knn_acc") for m in good]
+            if good_plain:
+                knn_plain = [m.metric("test/knn_acc") for m in good_plain]
+                versus = f"the plain AE of the same network (trained on its own images, no labels) {spread(knn_plain)}"
+                if mean(knn) is not None and mean(knn_plain) is not None:
+                    versus += f": {'at least as high' if mean(knn) >= mean(knn_plain) else 'lower'}"
+            else:
+                versus = "no usable plain AE of the same network in this study"
             parts.append(
                 f"`{name}`: test BCE against a random same-class partner "
                 f"{spread([m.metric('test/bce_per_pixel') for m in good])} per pixel; kNN accuracy of the codes "
-                f"{spread([m.metric('test/knn_acc') for m in good])}, against {versus}, and PCA's "
+                f"{spread(knn)}, against {versus}, and PCA's "
                 f"{spread([m.metric('test/knn_acc', 'pca') for m in good])}"
             )
         self.doc.add(
