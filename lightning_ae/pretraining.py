@@ -9,7 +9,8 @@ under `output_dir/<stage>/`:
    reconstructed: images and sigmoid codes are in (0, 1): sigmoid output and BCE; tanh
    codes are in (-1, 1): tanh output and MSE (BCE is undefined outside [0, 1], and
    rescaling to (0, 1) would only hide the same squared-error fit); ReLU codes are in
-   [0, inf): linear output and MSE.
+   [0, inf): linear output and MSE. With `layers.masking` each is a denoising AE (its input
+   masked, its target clean: stacked denoising autoencoders).
 2. `frozen`: the classifier built from the trained encoders plus a fresh softmax layer;
    only the softmax layer trains (the homework's "before fine-tuning").
 3. `finetune`: the same start (trained encoders, a fresh softmax layer, the same seed),
@@ -40,6 +41,7 @@ from lightning_ae.callbacks import DivergenceGuard, GracefulInterruption, HParam
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_dropout, check_positive_int
 from lightning_ae.data import ImageDataModule
+from lightning_ae.data.corruptions import Masking
 from lightning_ae.data.tensors import TensorDataModule
 from lightning_ae.files import resumable_checkpoint, write_json
 from lightning_ae.models import Autoencoder, Classifier
@@ -61,6 +63,11 @@ class Stage:
 
     `dropout` and `input_dropout` are the classifier's (see `Classifier`), for the frozen and fine-tuning
     stages; the layers' autoencoders take none.
+
+    `masking` is the layers' only: each layer's autoencoder sees its input with masking noise, every
+    value kept with probability `masking` (the `masking` corruption's p), and reconstructs the clean
+    input: stacked denoising autoencoders (Vincent et al., JMLR 2010). The next layer learns from the
+    codes of the clean inputs. None: plain autoencoders (the homework's).
     """
 
     epochs: int = 20
@@ -70,6 +77,7 @@ class Stage:
     patience: int | None = None
     dropout: float = 0.0
     input_dropout: float = 0.0
+    masking: float | None = None
 
 
 class StageDiverged(RuntimeError):
@@ -129,6 +137,7 @@ class LayerwisePretraining:
                 "layers.dropout and layers.input_dropout must be 0: dropout is the classifier's (frozen.dropout, "
                 "finetune.dropout); the layers' autoencoders take none."
             )
+        self.layer_corruption = self._layer_corruption()
         self.activation, self.hidden_dims = activation, hidden_dims
         self.data_args = {"dataset": dataset, "val_size": val_size, "train_subset": train_subset, "seed": seed}
         self.seed, self.output_dir = seed, Path(output_dir)
@@ -147,11 +156,29 @@ class LayerwisePretraining:
                     "patience": s.patience,
                     "dropout": s.dropout,
                     "input_dropout": s.input_dropout,
+                    "masking": s.masking,
                 }
                 for name, s in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune))
             },
         }
         self.datamodule = ImageDataModule(**self.data_args)
+
+    def _layer_corruption(self) -> Masking | None:
+        for name, stage in (("frozen", self.frozen), ("finetune", self.finetune)):
+            if stage.masking is not None:
+                raise ValueError(
+                    f"{name}.masking={stage.masking!r}: masking noise is the layers' (layers.masking, stacked "
+                    f"denoising autoencoders); the classifier drops input pixels with {name}.input_dropout."
+                )
+        if self.layers.masking is None:
+            return None
+        try:
+            return Masking(self.layers.masking)
+        except ValueError:
+            raise ValueError(
+                f"layers.masking={self.layers.masking!r} is not valid; valid: 0 < masking <= 1, the probability that "
+                "an input value is kept, or null for plain autoencoders."
+            ) from None
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -280,7 +307,13 @@ class LayerwisePretraining:
                 scheduler=self.layers.scheduler,
                 input_shape=(splits["train"][0].shape[1],),
             )
-            data = TensorDataModule(splits, self.datamodule.class_names, self.layers.batch_size, seed=self.seed)
+            data = TensorDataModule(
+                splits,
+                self.datamodule.class_names,
+                self.layers.batch_size,
+                seed=self.seed,
+                corruption=self.layer_corruption,
+            )
             self.run_stage(f"layer{number}", model, data, self.layers)
             # The layer as it acts on the raw input (the AE centred its inputs; the classifier does not).
             encoders.append(model.input_layer())

@@ -8,7 +8,9 @@ import torch
 from conftest import OFFICIAL_TRAIN_COUNTS
 
 from lightning_ae.data import ImageDataModule
+from lightning_ae.data.corruptions import Block, Masking
 from lightning_ae.data.loader import EpochBatchSampler
+from lightning_ae.data.tensors import TensorDataModule
 
 
 def make(**kwargs) -> ImageDataModule:
@@ -232,3 +234,21 @@ def test_a_group_is_gathered_at_once_into_the_same_batches_as_one_by_one(kwargs)
         assert (ours[0] is ours[1]) == (theirs[0] is theirs[1])  # a plain AE's input is its target object
     if not kwargs:
         assert grouped[0][0] is grouped[0][1]
+
+
+def test_tensor_splits_take_masking_and_refuse_corruptions_of_images():
+    sizes = {"train": 64, "val": 32, "test": 32}
+    splits = {stage: (torch.rand(n, 40) * 4 - 2, torch.arange(n) % 10) for stage, n in sizes.items()}
+    dm = TensorDataModule(splits, tuple(str(c) for c in range(10)), batch_size=16, corruption=Masking(0.5))
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(0)
+    epoch0 = list(loader)
+    for inputs, target, _ in epoch0:  # values of any range kept or zeroed, the target clean
+        kept = inputs != 0
+        assert torch.equal(inputs[kept], target[kept]) and 0.3 < kept.float().mean() < 0.7
+    loader.sampler.set_epoch(1)
+    assert not torch.equal(epoch0[0][0] != 0, next(iter(loader))[0] != 0)  # fresh noise per epoch
+    val = next(iter(dm.val_dataloader()))[0]
+    assert torch.equal(val, next(iter(dm.val_dataloader()))[0])  # evaluation noise fixed
+    with pytest.raises(ValueError, match=r"corrupts images .* use masking"):
+        TensorDataModule(splits, ("a",), corruption=Block())

@@ -148,6 +148,9 @@ def test_a_stage_checkpoint_of_another_shape_is_a_clear_error(pipeline_run, tmp_
         ({"frozen": Stage(epochs=0)}, r"frozen.epochs=0 is not valid"),
         ({"finetune": Stage(dropout=1.0)}, r"finetune.dropout=1.0 is not valid; valid: a probability in \[0, 1\)"),
         ({"layers": Stage(input_dropout=0.2)}, r"layers.dropout and layers.input_dropout must be 0"),
+        ({"layers": Stage(masking=0.0)}, r"layers.masking=0.0 is not valid; valid: 0 < masking <= 1"),
+        ({"layers": Stage(masking=True)}, r"layers.masking=True is not valid"),
+        ({"finetune": Stage(masking=0.5)}, r"finetune.masking=0.5: masking noise is the layers'"),
     ],
 )
 def test_bad_pipeline_settings_are_refused(tmp_path, kwargs, message):
@@ -265,3 +268,29 @@ def test_a_diverging_stage_stops_the_pipeline_and_its_results_say_diverged(tmp_p
     assert results["status"] == "diverged" and results["diverged"]["stage"] == "layer1"
     assert json.loads((tmp_path / "layer1" / "results.json").read_text())["status"] == "diverged"
     assert not (tmp_path / "frozen").exists()
+
+
+def test_masked_layers_learn_to_denoise_their_inputs_and_pass_on_the_codes_of_clean_ones(tmp_path):
+    """Stacked denoising AEs: each layer's input masked (fresh per batch, fixed for evaluation), its target
+    clean, and the next layer's data the codes of the clean inputs."""
+    pipeline = LayerwisePretraining(
+        activation="tanh", hidden_dims=HIDDEN, layers=Stage(masking=0.75), train_subset=1000, output_dir=str(tmp_path)
+    )
+    seen = []
+
+    def record(name, model, data, stage):
+        seen.append((model, data))
+        return {}
+
+    pipeline.run_stage = record  # the wiring only: no training
+    pipeline.pretrain_layers()
+    assert len(seen) == 2
+    (layer1, data1), (_, data2) = seen
+    for data in (data1, data2):
+        inputs, target, _ = next(iter(data.train_dataloader()))
+        kept, nonzero = inputs != 0, target != 0  # (most pixels of an image are 0 before masking)
+        assert torch.equal(inputs[kept], target[kept]) and 0.6 < kept.sum() / nonzero.sum() < 0.9
+        val = data.split("val")
+        assert val.fixed_inputs is not None and not torch.equal(val.fixed_inputs, val.images)
+    with torch.no_grad():  # layer 2 learns from the codes of the clean images, not of masked ones
+        torch.testing.assert_close(data2.split("val").images, layer1.encode(data1.split("val").images))

@@ -39,6 +39,9 @@ class Corruption:
     """Base class: `corruption(images, generator) -> corrupted images`."""
 
     name: ClassVar[str] = ""
+    # Acts on each value alone and keeps any range, so it also corrupts vectors that are not images
+    # (the codes a stacked denoising autoencoder's higher layers learn from).
+    any_values: ClassVar[bool] = False
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
@@ -59,6 +62,7 @@ class Masking(Corruption):
     """
 
     name = "masking"
+    any_values = True
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = _check_range(

@@ -85,10 +85,11 @@ class SplitData:
         if self.fixed_inputs is not None:
             inputs = self.fixed_inputs[items].split(sizes)
         elif self.corruption is not None:
-            if self.image_shape is None:
+            if self.image_shape is None and not self.corruption.any_values:
                 raise ValueError("a corruption needs images: give the split its image_shape (channels, height, width).")
+            shape = (-1, *self.image_shape) if self.image_shape is not None else (-1, *clean[0].shape[1:])
             inputs = tuple(
-                self.corruption(part.reshape(-1, *self.image_shape), generator).view_as(part)
+                self.corruption(part.reshape(shape), generator).view_as(part)
                 for part, generator in zip(clean, generators, strict=True)
             )
         else:

@@ -3,16 +3,22 @@
 Greedy layer-wise pre-training trains each next autoencoder on the codes of the layer
 below; those codes are computed once and served from here, batched like ImageDataModule
 (same `(input, target, label)` batches, same seeded shuffling and DDP sharding), so the
-same models and evaluation callbacks work on them.
+same models and evaluation callbacks work on them. With a `corruption` (stacked denoising
+autoencoders) the inputs are corrupted and the targets clean, as in ImageDataModule: fresh
+noise per training batch, validation and test inputs corrupted once from the seed.
 """
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from torch import Tensor
 
+from lightning_ae.data.corruptions import Corruption
 from lightning_ae.data.datamodule import STAGES
-from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData
+from lightning_ae.data.loader import EpochBatchSampler, InMemoryLoader, SplitData, derive_seed
+
+_FIXED_NOISE = 21  # the purpose in derive_seed of the evaluation splits' fixed noise
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -25,6 +31,7 @@ class TensorDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 1000,
         seed: int = 0,
+        corruption: Corruption | None = None,
     ) -> None:
         super().__init__()
         if set(splits) != set(STAGES):
@@ -35,8 +42,21 @@ class TensorDataModule(pl.LightningDataModule):
         for stage, (inputs, labels) in splits.items():
             if len(inputs) != len(labels) or len(inputs) == 0:
                 raise ValueError(f"split {stage!r}: {len(inputs)} inputs and {len(labels)} labels.")
-        self.splits = {stage: SplitData(images=x, labels=y.long()) for stage, (x, y) in splits.items()}
         self.input_shape: tuple[int, ...] = widths.pop()
+        if corruption is not None and not corruption.any_values:
+            raise ValueError(
+                f"{corruption!r} corrupts images (values in [0, 1], pixel neighbourhoods); these inputs are any "
+                "vectors (e.g. codes): use masking, which zeroes single values of any range."
+            )
+        self.splits = {
+            stage: SplitData(images=x, labels=y.long(), corruption=corruption) for stage, (x, y) in splits.items()
+        }
+        if corruption is not None:
+            for number, stage in enumerate(STAGES):
+                if stage != "train":
+                    generator = torch.Generator(device=self.splits[stage].images.device)
+                    generator.manual_seed(derive_seed(seed, _FIXED_NOISE, number))
+                    self.splits[stage].fixed_inputs = corruption(self.splits[stage].images, generator)
         self.class_names, self.batch_size, self.eval_batch_size = class_names, batch_size, eval_batch_size
         self.seed = seed
 
