@@ -421,6 +421,7 @@ def test_sigterm_stops_the_whole_study_and_a_rerun_resumes(tmp_path):
     assert "failed" not in stopped.stdout and not (tmp_path / "report").exists()
     [session] = json.loads((tmp_path / "runs" / "sessions.json").read_text())
     assert session["status"].startswith("interrupted")
+    assert session["runs"] == {"done": 0, "ran": 0, "failed": 0, "busy": 0} and session["wall_seconds"] > 0
     study = load_study(study_file)
     assert [run_status(tmp_path / "runs" / "runs" / run.run_id) for run in study.runs] == ["partial", "pending"]
 
@@ -429,3 +430,10 @@ def test_sigterm_stops_the_whole_study_and_a_rerun_resumes(tmp_path):
     resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert all(run_status(tmp_path / "runs" / "runs" / run.run_id) == "done" for run in study.runs)
+    # The interrupted session's time is part of the study's wall time: both sessions are counted.
+    sessions = json.loads((tmp_path / "runs" / "sessions.json").read_text())
+    wall = sum(s["wall_seconds"] for s in sessions) / 60
+    assert (
+        f"2 study session(s) from {session['started']}, wall time {wall:.1f} min"
+        in (tmp_path / "report" / "report.md").read_text()
+    )

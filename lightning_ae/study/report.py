@@ -403,7 +403,13 @@ class ReportBuilder:
     def header(self) -> None:
         run_time = sum(run_seconds(r.results) or 0 for r in self.results)
         # Provenance from the study's journal: the commits and machines the runs ran on, not this checkout's.
-        sessions = [s for s in read_sessions(self.folder) if (s.get("runs") or {}).get("ran")]
+        # The sessions that trained: those that finished runs, and those interrupted during one (its time is
+        # part of the study's: the run resumes from its checkpoint in a later session).
+        sessions = [
+            s
+            for s in read_sessions(self.folder)
+            if (s.get("runs") or {}).get("ran") or str(s.get("status", "")).startswith("interrupted")
+        ]
         if sessions:
             commits = ", ".join(dict.fromkeys(str(s.get("commit")) for s in sessions))
             machines = "; ".join(dict.fromkeys(describe_machine(s.get("machine") or {}) for s in sessions))

@@ -200,8 +200,10 @@ def run_study(
             print(f"[{number}/{len(runs)}] {status:8s} {run.run_id}  {run.describe()}")
         return outcome
     with study_session(folder, shard, only) as session:
-        _run_all(runs, folder, outcome)
-        session["runs"] = {name: len(ids) for name, ids in outcome.items()}
+        try:
+            _run_all(runs, folder, outcome)
+        finally:  # an interrupted session records the runs it finished too
+            session["runs"] = {name: len(ids) for name, ids in outcome.items()}
     return outcome
 
 
