@@ -29,7 +29,6 @@ LAYOUTS: tuple[str, ...] = get_args(Layout)
 STAGES = ("train", "val", "test")
 # Seed "purposes", so that the split, the pairs and the fixed noise draw independent streams.
 _SPLIT, _PAIRS, _FIXED_NOISE, _MEANS = 11, 12, 13, 14
-_NOISE_CHUNK = 2000  # images corrupted at once when fixing evaluation noise: bounds peak memory
 
 
 MAX_PAIRS = 10_000_000  # similarity pairs per split: 160 MB of indices, 500 times the homework's 20,000
@@ -201,17 +200,8 @@ class ImageDataModule(pl.LightningDataModule):
             generator = torch.Generator().manual_seed(derive_seed(self.seed, _PAIRS, number))
             split.objects, split.partners = similarity_pairs(split.labels[:count], self.sim, generator)
         if self.corruption is not None and name != "train":
-            split.fixed_inputs = self._fixed_noise(split.images, number)
+            split.fixed_inputs = split.corrupted_once(derive_seed(self.seed, _FIXED_NOISE, number))
         return split
-
-    def _fixed_noise(self, images: Tensor, number: int) -> Tensor:
-        """Evaluation inputs corrupted once, from a seed, so that runs compare on the same noise."""
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, _FIXED_NOISE, number))
-        chunks = [
-            self.corruption(chunk.view(-1, *self.image_shape), generator).view_as(chunk)
-            for chunk in images.split(_NOISE_CHUNK)
-        ]
-        return torch.cat(chunks)
 
     def split(self, stage: str) -> SplitData:
         """The in-memory data of a split ("train", "val" or "test"), after `setup()`."""

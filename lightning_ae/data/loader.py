@@ -85,16 +85,23 @@ class SplitData:
         if self.fixed_inputs is not None:
             inputs = self.fixed_inputs[items].split(sizes)
         elif self.corruption is not None:
-            if self.image_shape is None and not self.corruption.any_values:
-                raise ValueError("a corruption needs images: give the split its image_shape (channels, height, width).")
-            shape = (-1, *self.image_shape) if self.image_shape is not None else (-1, *clean[0].shape[1:])
-            inputs = tuple(
-                self.corruption(part.reshape(shape), generator).view_as(part)
-                for part, generator in zip(clean, generators, strict=True)
-            )
+            inputs = tuple(self._corrupt(part, generator) for part, generator in zip(clean, generators, strict=True))
         else:
             inputs = clean  # the same view objects as the targets: an autoencoder's input is its target
         return list(zip(inputs, target, labels, strict=True))
+
+    def _corrupt(self, part: Tensor, generator: torch.Generator | None) -> Tensor:
+        """`part` (rows of images) corrupted, shaped as the corruption needs it and given back as it came."""
+        if self.image_shape is None and not self.corruption.any_values:
+            raise ValueError("a corruption needs images: give the split its image_shape (channels, height, width).")
+        shape = part.shape if self.image_shape is None else (-1, *self.image_shape)
+        return self.corruption(part.reshape(shape), generator).view_as(part)
+
+    def corrupted_once(self, seed: int, chunk: int = 2000) -> Tensor:
+        """Every image corrupted once, the noise drawn from `seed`: what evaluation splits keep as `fixed_inputs`,
+        so that every run and epoch is scored on the same noise. In chunks, to bound peak memory."""
+        generator = torch.Generator(device=self.images.device).manual_seed(seed)
+        return torch.cat([self._corrupt(part, generator) for part in self.images.split(chunk)])
 
     @torch.no_grad()
     def means(self, seed: int = 0, chunk: int = 4096) -> tuple[Tensor, Tensor]:

@@ -11,7 +11,6 @@ noise per training batch, validation and test inputs corrupted once from the see
 from __future__ import annotations
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor
 
 from lightning_ae.data.corruptions import Corruption
@@ -54,9 +53,9 @@ class TensorDataModule(pl.LightningDataModule):
         if corruption is not None:
             for number, stage in enumerate(STAGES):
                 if stage != "train":
-                    generator = torch.Generator(device=self.splits[stage].images.device)
-                    generator.manual_seed(derive_seed(seed, _FIXED_NOISE, number))
-                    self.splits[stage].fixed_inputs = corruption(self.splits[stage].images, generator)
+                    self.splits[stage].fixed_inputs = self.splits[stage].corrupted_once(
+                        derive_seed(seed, _FIXED_NOISE, number)
+                    )
         self.class_names, self.batch_size, self.eval_batch_size = class_names, batch_size, eval_batch_size
         self.seed = seed
 
