@@ -170,6 +170,28 @@ def test_every_pipeline_config_parses(config, capsys, tmp_path):
     assert "holds stages of another pipeline config (activation: 'none' there" in capsys.readouterr().err
 
 
+def test_the_stacked_denoising_variant_masks_only_the_layers_and_writes_its_own_folder(monkeypatch):
+    """configs/pretrain_sigmoid_denoising.yaml after the sigmoid pipeline: masked layers, the same classifier stages."""
+    from conftest import REPO
+
+    from lightning_ae.cli import main
+    from lightning_ae.pretraining import LayerwisePretraining
+
+    runs = []
+    monkeypatch.setattr(LayerwisePretraining, "run", lambda self: runs.append(self) or {"stages": {}})
+    files = ["pretrain.yaml", "pretrain_sigmoid.yaml", "pretrain_sigmoid_denoising.yaml"]
+    assert main(["pretrain", *(a for f in files for a in ("--config", str(REPO / "configs" / f)))]) == 0
+    assert main(["pretrain", *(a for f in files[:2] for a in ("--config", str(REPO / "configs" / f)))]) == 0
+    denoising, plain = runs
+    assert denoising.layers.masking == 0.75 and plain.layers.masking is None
+    assert denoising.layer_corruption is not None and plain.layer_corruption is None
+    assert denoising.frozen.masking is None and denoising.finetune.masking is None
+    for stage in ("frozen", "finetune"):
+        assert denoising.config[stage] == plain.config[stage]
+    assert denoising.activation == plain.activation == "sigmoid"
+    assert denoising.output_dir != plain.output_dir  # pipeline.json would refuse the other's folder
+
+
 def test_the_homework_optimizer_is_one_config_file_away(capsys):
     """configs/fragments/homework_sgd.yaml after an experiment's config restores the homework's protocol."""
     from conftest import REPO

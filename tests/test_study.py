@@ -260,6 +260,41 @@ def test_the_similarity_section_sets_each_run_beside_the_plain_ae_of_the_same_ne
     assert "weak supervision" in section
 
 
+def test_a_pipeline_with_denoising_layers_is_its_own_row_in_the_pretraining_table(smoke, tmp_path):
+    """Stacked denoising layers (layers.masking) are another recipe: never averaged with the plain pipeline."""
+    from conftest import REPO
+
+    study, folder, _ = smoke
+    configs = REPO / "configs"
+    variant = (
+        "  pretrain_sigmoid_denoising:\n"
+        f"    pipeline: [{configs / 'pretrain.yaml'}, {configs / 'pretrain_sigmoid.yaml'},\n"
+        f"               {configs / 'pretrain_sigmoid_denoising.yaml'}]\n"
+        "    overrides: {hidden_dims: [32, 16], train_subset: 500, layers.epochs: 1, frozen.epochs: 1, "
+        "finetune.epochs: 1}\n"
+    )
+    study_file = tmp_path / "smoke_variant.yaml"
+    study_file.write_text((configs / "study" / "smoke.yaml").read_text() + variant)
+    with_variant = load_study(study_file)
+    plain = next(r for r in with_variant.runs if r.experiment == "pretrain_sigmoid")
+    masked = next(r for r in with_variant.runs if r.experiment == "pretrain_sigmoid_denoising")
+    assert masked.config["layers"]["masking"] == 0.75 and plain.run_id in {r.run_id for r in study.runs}
+    # The plain pipeline's results stand in for the variant's, with (b) and (c) set apart to tell the rows apart.
+    shutil.copytree(folder, tmp_path / "study")
+    shutil.copytree(tmp_path / "study" / "runs" / plain.run_id, tmp_path / "study" / "runs" / masked.run_id)
+    for stage, error in (("frozen", 0.0123), ("finetune", 0.0456)):
+        results_file = tmp_path / "study" / "runs" / masked.run_id / stage / "results.json"
+        results = json.loads(results_file.read_text())
+        results["model"]["test/error"] = error
+        results_file.write_text(json.dumps(results))
+    markdown, _ = write_report(with_variant, tmp_path / "study", tmp_path / "report")
+    table = markdown.read_text().split("## 2.4")[1].split("\n\n")[1]
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert sorted(rows) == ["sigmoid", "sigmoid, denoising layers (masking p=0.75)"]
+    assert "0.0123" in rows["sigmoid, denoising layers (masking p=0.75)"] and "0.0123" not in rows["sigmoid"]
+    assert " ± " not in table  # one run per row: nothing averaged across the two recipes
+
+
 SUMMARY_FIELDS = {
     "run_id", "experiment", "stage", "kind", "grid", "overrides", "seed", "model", "code_dim", "status",
     "converged", "learned", "flags", "verdicts", "model_metrics", "pca", "trivial", "epochs", "wall_seconds",

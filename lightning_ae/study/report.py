@@ -984,13 +984,22 @@ class ReportBuilder:
         pipelines = self.experiments("pretrain_")
         if not scratch and not pipelines:
             return self.missing("classifier / pretrain_<activation>")
-        activations = sorted(
-            {r.init_args.get("activation") for r in scratch} | {r.run.config.get("activation") for r in pipelines}
+        # One row per activation and layer recipe: plain layers, or stacked denoising ones (layers.masking).
+        def masking(r: Result) -> float | None:
+            return (r.run.config.get("layers") or {}).get("masking")
+
+        variants = sorted(
+            {(r.init_args.get("activation"), None) for r in scratch}
+            | {(r.run.config.get("activation"), masking(r)) for r in pipelines},
+            key=lambda v: (str(v[0]), v[1] or 0.0),
         )
         rows, parts = [], []
-        for act in activations:
-            a = [r for r in scratch if r.init_args.get("activation") == act]
-            p = [r for r in pipelines if r.run.config.get("activation") == act]
+        for act, mask in variants:
+            # (a) has no layers: it is quoted once, on the plain row.
+            a = [r for r in scratch if r.init_args.get("activation") == act] if mask is None else []
+            p = [r for r in pipelines if r.run.config.get("activation") == act and masking(r) == mask]
+            if mask is not None:
+                act = f"{act}, denoising layers (masking p={mask:g})"
             b = [r.stage_metric("frozen", "test/error") for r in p]
             c = [r.stage_metric("finetune", "test/error") for r in p]
             trivial = [(r.record.get("trivial") or {}).get("test/error") for r in [*a, *p]]
