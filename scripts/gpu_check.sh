@@ -6,7 +6,8 @@
 #   - every fit experiment (its config files, as `make train` and the studies compose them): fit for
 #     1 epoch, then test on the best checkpoint (the CLI's default), with every evaluation callback;
 #   - a predict on the basic AE's checkpoint (PredictionWriter);
-#   - every pre-training pipeline (configs/pretrain.yaml + configs/pretrain_*.yaml), 1 epoch per stage;
+#   - every pre-training pipeline (configs/pretrain.yaml + configs/pretrain_*.yaml, a variant after its
+#     activation's file), 1 epoch per stage;
 #   - the smoke study (configs/study/smoke.yaml), runs and report.
 #
 # One line per check (ok or FAILED, seconds), a summary, exit status 1 if any failed (the log of a
@@ -156,8 +157,13 @@ check predict_basic_ae "$LOGS/predict/basic_ae/version_0/predictions.pt" \
 
 for config in configs/pretrain_*.yaml; do
     name=$(basename "$config" .yaml)
+    files=(--config configs/pretrain.yaml)
+    # A variant, pretrain_<activation>_<variant>.yaml, goes after its activation's file.
+    activation=${name#pretrain_}
+    activation=${activation%%_*}
+    [ "configs/pretrain_$activation.yaml" != "$config" ] && files+=(--config "configs/pretrain_$activation.yaml")
     check "$name" "$LOGS/$name/results.json" \
-        "$PYTHON" -m lightning_ae pretrain --config configs/pretrain.yaml --config "$config" --layers.epochs 1 --frozen.epochs 1 --finetune.epochs 1 \
+        "$PYTHON" -m lightning_ae pretrain "${files[@]}" --config "$config" --layers.epochs 1 --frozen.epochs 1 --finetune.epochs 1 \
         --accelerator "$ACCELERATOR" --output_dir "$LOGS/$name" "${PRETRAIN_ARGS[@]}"
 done
 

@@ -38,6 +38,8 @@ EXPERIMENTS = {
 }
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 PIPELINES = {f"pretrain_{a}": ["configs/pretrain.yaml", f"configs/pretrain_{a}.yaml"] for a in ACTIVATIONS}
+# The stacked denoising variant goes after its activation's pipeline (scripts/gpu_check.sh composes it so).
+PIPELINES["pretrain_sigmoid_denoising"] = [*PIPELINES["pretrain_sigmoid"], "configs/pretrain_sigmoid_denoising.yaml"]
 
 
 def content_lines(path: Path) -> list[str]:
