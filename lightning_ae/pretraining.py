@@ -265,7 +265,9 @@ class LayerwisePretraining:
         # The last good checkpoint (cut-off ones set aside), or none: the stage starts afresh.
         if (checkpoint := resumable_checkpoint(stage_dir / "checkpoints", f"stage {name}")) is not None:
             log.info("Stage %s was interrupted; resuming from %s", name, checkpoint)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=None if checkpoint is None else str(checkpoint))
+        # Only tensors and plain values are read (weights_only), as the CLI's fit reads them.
+        path = None if checkpoint is None else str(checkpoint)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=path, weights_only=True)
         if (guard := diverged(trainer)) is not None:
             message = f"stage {name!r}: {guard.message}"
             # The pipeline's results say so (a study lists it as diverged, not failed), with no metric values.
@@ -275,7 +277,7 @@ class LayerwisePretraining:
                 {"status": "diverged", "model": "LayerwisePretraining", "config": self.config, "diverged": record},
             )
             raise StageDiverged(message)
-        trainer.test(model, datamodule=datamodule, ckpt_path="best")
+        trainer.test(model, datamodule=datamodule, ckpt_path="best", weights_only=True)
         return json.loads((stage_dir / "results.json").read_text())
 
     # -- the stages ----------------------------------------------------------------------------

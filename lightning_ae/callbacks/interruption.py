@@ -130,7 +130,7 @@ class GracefulInterruption(Callback):
     def _save_and_stop(self, trainer: pl.Trainer, at: tuple[int, int] | None = None) -> None:
         """Save `last.ckpt` where training is now; report the stop at `at` (epoch, step), else here."""
         checkpoint = self.checkpoint_path(trainer)
-        trainer.save_checkpoint(checkpoint)
+        trainer.save_checkpoint(checkpoint, weights_only=False)  # the whole state: optimizer, loops, callbacks
         epoch, step = at or (trainer.current_epoch, trainer.global_step)
         self._stop(checkpoint, epoch, step, "fit")
 
