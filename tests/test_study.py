@@ -295,6 +295,36 @@ def test_a_pipeline_with_denoising_layers_is_its_own_row_in_the_pretraining_tabl
     assert " ± " not in table  # one run per row: nothing averaged across the two recipes
 
 
+def test_the_deep_section_names_the_depth_with_the_lowest_error_at_each_code_size(tmp_path):
+    """The deepest net is not always the best: the sentence names the depth whose squared error is lowest."""
+    from conftest import REPO
+
+    configs = REPO / "configs"
+    study_file = tmp_path / "depths.yaml"
+    study_file.write_text(
+        "name: depths\n"
+        "every_run: {trainer.max_epochs: 1, data.train_subset: 500, data.batch_size: 50}\n"
+        "experiments:\n"
+        "  deep_ae:\n"
+        f"    config: [{configs / 'basic_ae.yaml'}, {configs / 'deep_ae.yaml'}]\n"
+        "    overrides: {model.init_args.code_dim: 4}\n"
+        "    grid: {model.init_args.hidden_dims: [[16], [16, 8]]}\n"
+    )
+    study = load_study(study_file)
+    assert not run_study(study, tmp_path / "study")["failed"]
+    # Make the shallower net (L=2) the better one, whatever one epoch gave.
+    for run, error in zip(study.runs, (12.5, 20.0), strict=True):
+        results_file = tmp_path / "study" / "runs" / run.run_id / "results.json"
+        results = json.loads(results_file.read_text())
+        results["ae"]["test/mse_per_image"] = error
+        results["convergence"]["converged"], results["learned"]["learned"] = True, True
+        results_file.write_text(json.dumps(results))
+    markdown, _ = write_report(study, tmp_path / "study", tmp_path / "report")
+    text = markdown.read_text()
+    assert "The deepest AE measured (784-16-8-d', L=3)" in text
+    assert "The lowest squared error per image at each d' (by depth): d'=4: L=2, 12.50." in text
+
+
 SUMMARY_FIELDS = {
     "run_id", "experiment", "stage", "kind", "grid", "overrides", "seed", "model", "code_dim", "status",
     "converged", "learned", "flags", "verdicts", "model_metrics", "pca", "trivial", "epochs", "wall_seconds",

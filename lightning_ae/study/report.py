@@ -674,10 +674,23 @@ class ReportBuilder:
         hidden = groups[(deepest, dims[0])][0].init_args.get("hidden_dims") or []
         shape = "-".join(str(n) for n in [input_size(groups[(deepest, dims[0])]) or "input", *hidden]) + "-d'"
         headline = [m for dim in dict.fromkeys((dims[0], dims[-1])) for m in groups[(deepest, dim)]]
+        # The deepest net is not always the best one: name the depth with the lowest error at each d'.
+        best = []
+        for dim in sorted({dim for _, dim in groups}):
+            errors = {
+                depth: values
+                for (depth, d), ms in groups.items()
+                if d == dim
+                and (values := [v for m in usable(ms) if (v := m.metric("test/mse_per_image", "ae")) is not None])
+            }
+            if errors:
+                depth = min(errors, key=lambda k: statistics.mean(errors[k]))
+                best.append(f"d'={dim}: L={depth}, {spread(errors[depth], 2)}")
+        lowest = f" The lowest squared error per image at each d' (by depth): {'; '.join(best)}." if best else ""
         self.doc.add(
             Paragraph(
                 f"The deepest AE measured ({shape}, L={deepest}): " + "; ".join(parts) + "."
-                f"{left_out(headline)} Anchors: {ANCHORS['hinton']} {ANCHORS['umap']}"
+                f"{lowest}{left_out(headline)} Anchors: {ANCHORS['hinton']} {ANCHORS['umap']}"
             )
         )
 
@@ -984,6 +997,7 @@ class ReportBuilder:
         pipelines = self.experiments("pretrain_")
         if not scratch and not pipelines:
             return self.missing("classifier / pretrain_<activation>")
+
         # One row per activation and layer recipe: plain layers, or stacked denoising ones (layers.masking).
         def masking(r: Result) -> float | None:
             return (r.run.config.get("layers") or {}).get("masking")
