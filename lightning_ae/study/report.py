@@ -675,17 +675,15 @@ class ReportBuilder:
         shape = "-".join(str(n) for n in [input_size(groups[(deepest, dims[0])]) or "input", *hidden]) + "-d'"
         headline = [m for dim in dict.fromkeys((dims[0], dims[-1])) for m in groups[(deepest, dim)]]
         # The deepest net is not always the best one: name the depth with the lowest error at each d'.
+        errors_by_dim: dict[int, dict[int, list[float]]] = defaultdict(dict)
+        for (depth, dim), ms in groups.items():
+            values = [m.metric("test/mse_per_image", "ae") for m in usable(ms)]
+            if values := [v for v in values if v is not None]:
+                errors_by_dim[dim][depth] = values
         best = []
-        for dim in sorted({dim for _, dim in groups}):
-            errors = {
-                depth: values
-                for (depth, d), ms in groups.items()
-                if d == dim
-                and (values := [v for m in usable(ms) if (v := m.metric("test/mse_per_image", "ae")) is not None])
-            }
-            if errors:
-                depth = min(errors, key=lambda k: statistics.mean(errors[k]))
-                best.append(f"d'={dim}: L={depth}, {spread(errors[depth], 2)}")
+        for dim, errors in sorted(errors_by_dim.items()):
+            depth = min(errors, key=lambda k: statistics.mean(errors[k]))
+            best.append(f"d'={dim}: L={depth}, {spread(errors[depth], 2)}")
         lowest = f" The lowest squared error per image at each d' (by depth): {'; '.join(best)}." if best else ""
         self.doc.add(
             Paragraph(
