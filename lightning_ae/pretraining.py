@@ -342,10 +342,19 @@ class LayerwisePretraining:
     def run(self) -> dict[str, Any]:
         self._claim_output_dir()
         encoders = self.pretrain_layers()
+        # The layers' epochs and times, so that the pipeline's time (a study's run time) counts them too.
+        layers = {}
+        for number in range(1, len(self.hidden_dims) + 1):
+            results = json.loads((self.output_dir / f"layer{number}" / "results.json").read_text())
+            layers[f"layer{number}"] = {
+                "epochs": results["epochs"],
+                "fit_seconds": results["timings"].get("fit_seconds"),
+            }
         summary: dict[str, Any] = {
             "status": "tested",
             "model": "LayerwisePretraining",
             "config": self.config,
+            "layers": layers,
             "stages": {},
         }
         for name, stage, freeze in (("frozen", self.frozen, True), ("finetune", self.finetune, False)):

@@ -78,6 +78,19 @@ def test_pipeline_reports_frozen_and_finetuned_test_accuracy(pipeline_run):
         assert json.loads((output_dir / stage / "results.json").read_text())["status"] == "tested"
 
 
+def test_a_pipelines_run_time_counts_every_stage_its_layers_included(pipeline_run):
+    """A study's run time of a pipeline is the fit time of all four stages (it once left out the layers)."""
+    from lightning_ae.study.records import run_seconds
+
+    output_dir, summary = pipeline_run
+    stages = ("layer1", "layer2", "frozen", "finetune")
+    fit = {s: json.loads((output_dir / s / "results.json").read_text())["timings"]["fit_seconds"] for s in stages}
+    assert all(seconds > 0 for seconds in fit.values())
+    assert {name: row["fit_seconds"] for name, row in summary["layers"].items()} == {s: fit[s] for s in stages[:2]}
+    assert run_seconds(summary) == pytest.approx(sum(fit.values()))
+    assert run_seconds(json.loads((output_dir / "results.json").read_text())) == pytest.approx(sum(fit.values()))
+
+
 def test_layer_two_learns_the_codes_of_layer_one_with_a_fitting_output(pipeline_run):
     output_dir, _ = pipeline_run
     layer1 = json.loads((output_dir / "layer1" / "results.json").read_text())

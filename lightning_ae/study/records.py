@@ -35,8 +35,10 @@ def read_sessions(folder: Path) -> list[dict[str, Any]]:
 
 
 def run_seconds(results: dict[str, Any]) -> float | None:
-    """A finished run's training and evaluation time: its wall time, or a pipeline's stages summed."""
+    """A finished run's training and evaluation time: its wall time, or a pipeline's stages summed (its layers
+    included; a pipeline's results.json written before they were recorded lacks them)."""
     seconds = (results.get("timings") or {}).get("wall_seconds")
     if seconds is None and "stages" in results:
-        seconds = sum((stage.get("fit_seconds") or 0) for stage in results["stages"].values())
+        stages = [*(results.get("layers") or {}).values(), *results["stages"].values()]
+        seconds = sum((stage.get("fit_seconds") or 0) for stage in stages)
     return seconds
