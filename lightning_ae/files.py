@@ -1,4 +1,4 @@
-"""Writing files so that a crash or a kill never leaves a half-written one behind."""
+"""Writing files so that a crash or a kill never leaves a half-written one behind, and finding them again."""
 
 from __future__ import annotations
 
@@ -95,4 +95,19 @@ def resumable_checkpoint(folder: Path, what: str) -> Path | None:
             return path
         log.warning("%s: %s is not a complete checkpoint; set aside as %s.corrupt.", what, path, path.name)
         os.replace(path, path.with_name(f"{path.name}.corrupt"))
+    return None
+
+
+def recorded_checkpoint(results_file: Path, recorded: str | None) -> Path | None:
+    """The checkpoint a run's results.json names, from any working directory; None if it is gone.
+
+    Runs record their best checkpoint as Lightning gives it, relative to the directory they ran
+    from; a run resumed or read from elsewhere finds it in the checkpoints folder beside its results.
+    """
+    if not recorded:
+        return None
+    beside = results_file.parent / "checkpoints" / Path(recorded).name
+    for candidate in (Path(recorded), beside):
+        if candidate.is_file():
+            return candidate
     return None

@@ -43,7 +43,7 @@ from lightning_ae.checks import check_dropout, check_positive_int
 from lightning_ae.data import ImageDataModule
 from lightning_ae.data.corruptions import Masking
 from lightning_ae.data.tensors import TensorDataModule
-from lightning_ae.files import resumable_checkpoint, write_json
+from lightning_ae.files import recorded_checkpoint, resumable_checkpoint, write_json
 from lightning_ae.models import Autoencoder, Classifier
 from lightning_ae.models.classifier import sgd_momentum
 from lightning_ae.models.layers import ACTIVATIONS
@@ -256,8 +256,14 @@ class LayerwisePretraining:
         stage_dir = self.output_dir / name
         finished = self._finished(stage_dir)
         if finished is not None:
-            log.info("Stage %s finished before; loading %s", name, finished["best_checkpoint"])
-            self._load(model, finished["best_checkpoint"], name)
+            checkpoint = recorded_checkpoint(stage_dir / "results.json", finished.get("best_checkpoint"))
+            if checkpoint is None:
+                raise FileNotFoundError(
+                    f"stage {name!r} finished, but its best checkpoint {finished.get('best_checkpoint')} is in "
+                    f"neither that path nor {stage_dir / 'checkpoints'}. Delete {stage_dir} to retrain the stage."
+                )
+            log.info("Stage %s finished before; loading %s", name, checkpoint)
+            self._load(model, str(checkpoint), name)
             return finished
         results = ResultsJSON()
         results.config = {"pipeline": self.config, "stage": name}
@@ -288,13 +294,15 @@ class LayerwisePretraining:
         model.eval()
         return torch.cat([model.encode(chunk.to(model.device)).to(inputs.device) for chunk in inputs.split(batch_size)])
 
-    def pretrain_layers(self) -> list[nn.Linear]:
-        """Train one autoencoder per hidden layer; the trained encoder layers, first to last."""
+    def pretrain_layers(self) -> tuple[list[nn.Linear], dict[str, dict]]:
+        """Train one autoencoder per hidden layer; the trained encoder layers, first to last, and each
+        layer's results by stage name."""
         self.datamodule.setup()
         splits = {
             s: (self.datamodule.split(s).images, self.datamodule.split(s).labels) for s in ("train", "val", "test")
         }
         encoders: list[nn.Linear] = []
+        layer_results: dict[str, dict] = {}
         input_range = "sigmoid"  # the images are in [0, 1], like sigmoid codes
         for number, size in enumerate(self.hidden_dims, start=1):
             output_activation, loss = RECONSTRUCTION[input_range]
@@ -316,13 +324,13 @@ class LayerwisePretraining:
                 seed=self.seed,
                 corruption=self.layer_corruption,
             )
-            self.run_stage(f"layer{number}", model, data, self.layers)
+            layer_results[f"layer{number}"] = self.run_stage(f"layer{number}", model, data, self.layers)
             # The layer as it acts on the raw input (the AE centred its inputs; the classifier does not).
             encoders.append(model.input_layer())
             # The next layer learns from these codes, computed once with the trained encoder.
             splits = {s: (self._codes(model, x), y) for s, (x, y) in splits.items()}
             input_range = self.activation
-        return encoders
+        return encoders, layer_results
 
     def classifier_stage(self, name: str, encoders: list[nn.Linear], stage: Stage, freeze: bool) -> dict:
         pl.seed_everything(self.seed, verbose=False)  # the same fresh softmax layer for both stages
@@ -341,15 +349,12 @@ class LayerwisePretraining:
 
     def run(self) -> dict[str, Any]:
         self._claim_output_dir()
-        encoders = self.pretrain_layers()
+        encoders, layer_results = self.pretrain_layers()
         # The layers' epochs and times, so that the pipeline's time (a study's run time) counts them too.
-        layers = {}
-        for number in range(1, len(self.hidden_dims) + 1):
-            results = json.loads((self.output_dir / f"layer{number}" / "results.json").read_text())
-            layers[f"layer{number}"] = {
-                "epochs": results["epochs"],
-                "fit_seconds": results["timings"].get("fit_seconds"),
-            }
+        layers = {
+            name: {"epochs": results["epochs"], "fit_seconds": results["timings"].get("fit_seconds")}
+            for name, results in layer_results.items()
+        }
         summary: dict[str, Any] = {
             "status": "tested",
             "model": "LayerwisePretraining",

@@ -133,6 +133,26 @@ def test_auto_finds_the_newest_plain_run_of_the_same_model_on_clean_data(tmp_pat
     assert find_plain_checkpoint(tmp_path, Autoencoder, args, "fashion_mnist") is None
 
 
+def test_auto_finds_a_plain_run_recorded_relative_to_another_working_directory(tmp_path, monkeypatch):
+    """A run records its checkpoint relative to where it ran (lightning_logs/...); read from elsewhere,
+    the checkpoint is found in the checkpoints folder beside its results.json."""
+    folder = tmp_path / "logs" / "basic_ae" / "version_0"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "best-epoch3.ckpt").write_bytes(b"x")
+    model = {"class_path": "lightning_ae.models.Autoencoder", "init_args": {"code_dim": 32}}
+    results = {
+        "status": "tested",
+        "best_checkpoint": "lightning_logs/basic_ae/version_0/checkpoints/best-epoch3.ckpt",
+        "config": {"model": model, "data": {"dataset": "mnist", "corruption": None}},
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+    monkeypatch.chdir(tmp_path)  # where the recorded relative path does not exist
+    found = find_plain_checkpoint(tmp_path / "logs", Autoencoder, {"code_dim": 32}, "mnist")
+    assert found == folder / "checkpoints" / "best-epoch3.ckpt"
+    (folder / "checkpoints" / "best-epoch3.ckpt").unlink()  # gone for good: no plain run to compare with
+    assert find_plain_checkpoint(tmp_path / "logs", Autoencoder, {"code_dim": 32}, "mnist") is None
+
+
 def test_pairs_mode_trains_and_shows_pairs_and_outputs(tmp_path):
     datamodule = ImageDataModule(pairs=True, sim=10, pair_objects=300, train_subset=3000, batch_size=100)
     model = Autoencoder(code_dim=16, optimizer=adam)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -133,6 +134,25 @@ def test_running_again_skips_finished_stages_and_resumes_an_interrupted_one(pipe
     assert resumed["global_step"] == finetune_steps  # resumed from last.ckpt at the end: no step repeated
     assert again["stages"]["frozen"] == summary["stages"]["frozen"]
     assert again["stages"]["finetune"]["test/acc"] == pytest.approx(summary["stages"]["finetune"]["test/acc"])
+
+
+def test_a_pipeline_run_into_a_relative_folder_resumes_from_another_working_directory(tmp_path, monkeypatch):
+    """Stages record their checkpoints relative to where the pipeline ran; resuming from elsewhere (a study's
+    --folder given as an absolute path) loads them from each stage's own folder instead of failing."""
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    summary = tiny_pipeline("pipe").run()
+    recorded = json.loads(Path("pipe/layer1/results.json").read_text())["best_checkpoint"]
+    assert not Path(recorded).is_absolute()  # the case this test is about
+    files = sorted((tmp_path / "project" / "pipe").glob("*/results.json"))
+    before = {path: path.stat().st_mtime_ns for path in files}
+    monkeypatch.chdir(tmp_path)
+    again = tiny_pipeline(tmp_path / "project" / "pipe").run()
+    assert {path: path.stat().st_mtime_ns for path in files} == before  # every stage loaded, none retrained
+    assert again["stages"] == summary["stages"]
+    (tmp_path / "project" / recorded).unlink()  # a finished stage's checkpoint deleted: say so and how to fix it
+    with pytest.raises(FileNotFoundError, match=r"stage 'layer1' finished, but its best checkpoint .* Delete"):
+        tiny_pipeline(tmp_path / "project" / "pipe").run()
 
 
 def test_another_config_in_the_same_folder_is_refused(pipeline_run):

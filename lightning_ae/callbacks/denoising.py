@@ -22,6 +22,7 @@ import torch
 
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.evaluation.pca import reconstruction_metrics
+from lightning_ae.files import recorded_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +67,18 @@ def find_plain_checkpoint(log_root: Path, model_class: type, init_args: dict[str
             results = json.loads(results_file.read_text())
         except (OSError, ValueError):
             continue
-        config, checkpoint = results.get("config") or {}, results.get("best_checkpoint")
+        config = results.get("config") or {}
+        checkpoint = recorded_checkpoint(results_file, results.get("best_checkpoint"))
         data = config.get("data") or {}
         if (
             results.get("status") == "tested"
-            and checkpoint
-            and Path(checkpoint).is_file()
+            and checkpoint is not None
             and data.get("corruption") is None
             and not data.get("pairs")
             and data.get("dataset", "mnist") == dataset
             and _same_model(config, model_class, init_args)
         ):
-            found.append((results_file.stat().st_mtime, Path(checkpoint)))
+            found.append((results_file.stat().st_mtime, checkpoint))
     return max(found)[1] if found else None
 
 
