@@ -171,7 +171,8 @@ def test_every_pipeline_config_parses(config, capsys, tmp_path):
 
 
 def test_the_stacked_denoising_variant_masks_only_the_layers_and_writes_its_own_folder(monkeypatch):
-    """configs/pretrain_sigmoid_denoising.yaml after the sigmoid pipeline: masked layers, the same classifier stages."""
+    """configs/pretrain_sigmoid_denoising.yaml after the sigmoid pipeline: masked layers (with a longer cap, as they
+    learn more slowly), the same classifier stages."""
     from conftest import REPO
 
     from lightning_ae.cli import main
@@ -184,6 +185,7 @@ def test_the_stacked_denoising_variant_masks_only_the_layers_and_writes_its_own_
     assert main(["pretrain", *(a for f in files[:2] for a in ("--config", str(REPO / "configs" / f)))]) == 0
     denoising, plain = runs
     assert denoising.layers.masking == 0.75 and plain.layers.masking is None
+    assert denoising.layers.epochs > plain.layers.epochs and denoising.layers.patience == plain.layers.patience
     assert denoising.layer_corruption is not None and plain.layer_corruption is None
     assert denoising.frozen.masking is None and denoising.finetune.masking is None
     for stage in ("frozen", "finetune"):
