@@ -140,7 +140,9 @@ class LayerwisePretraining:
         self.layer_corruption = self._layer_corruption()
         self.activation, self.hidden_dims = activation, hidden_dims
         self.data_args = {"dataset": dataset, "val_size": val_size, "train_subset": train_subset, "seed": seed}
-        self.seed, self.output_dir = seed, Path(output_dir)
+        # Absolute, so that the stages' checkpoint folders read the same from any working directory (a stage
+        # resumed under another spelling of its folder would forget its best checkpoint).
+        self.seed, self.output_dir = seed, Path(output_dir).absolute()
         self.accelerator, self.devices, self.grouped_steps = accelerator, devices, grouped_steps
         # The config that defines the results (for pipeline.json and each stage's results.json).
         self.config = resolved_config or {

@@ -449,7 +449,8 @@ def test_an_experiment_composes_a_list_of_config_files_as_the_cli_does(tmp_path)
     assert gaussian.config["data"]["corruption_args"] == {"sigma": 0.5}
     assert gaussian.config["trainer"]["callbacks"][-1]["class_path"].endswith("DenoisingReference")
     assert pipeline.config["activation"] == "tanh" and pipeline.config["finetune"]["epochs"] == 50
-    assert pipeline.config["frozen"] == {**pipeline.config["layers"]} and pipeline.config["finetune"]["patience"] == 5
+    assert pipeline.config["frozen"] == {**pipeline.config["layers"], "epochs": 60}
+    assert pipeline.config["finetune"]["patience"] == 5
 
     # A typo in an override is still an error that names it, never a new key.
     study_file.write_text(study_file.read_text().replace("data.corruption_args.sigma", "data.coruption_args.sigma"))

@@ -150,6 +150,9 @@ def _write_run_files(run: RunSpec, run_dir: Path) -> Path:
 
 def execute(run: RunSpec, run_dir: Path) -> None:
     """Train, test and evaluate one run in this process; results.json appears in run_dir when it finished."""
+    # Absolute, so that a run resumed from another working directory finds its checkpoint folder under the same
+    # name (Lightning forgets which checkpoint is best when that name reads differently).
+    run_dir = run_dir.absolute()
     config_file = _write_run_files(run, run_dir)
     if run.kind == "pretrain":
         with contextlib.suppress(StageDiverged):  # a finished run: its results.json says diverged
