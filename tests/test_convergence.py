@@ -270,3 +270,31 @@ def test_a_classifier_is_set_against_the_class_prior(tmp_path):
     assert results["learned"]["learned"] is True and results["learned"]["metric"] == "test/loss"
     assert results["learned"]["loss"] == results["model"]["test/loss"] < 0.9 * trivial["test/loss"]
     assert math.isfinite(results["learned"]["trivial_loss"])
+
+
+def test_a_resumed_run_counts_the_fit_time_before_its_interruption(tmp_path):
+    """A run stopped and resumed from last.ckpt reports the training time of both parts (a study sums these
+    times), not only the part after the resume."""
+
+    def fit(max_epochs: int, ckpt_path: str | None) -> dict:
+        pl.seed_everything(0)
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            default_root_dir=tmp_path,
+            logger=False,
+            callbacks=[ResultsJSON(), ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        model = Autoencoder(code_dim=8, optimizer=adam(1e-3))
+        trainer.fit(model, datamodule=ImageDataModule(train_subset=500, batch_size=50), ckpt_path=ckpt_path)
+        return json.loads((tmp_path / "results.json").read_text())
+
+    first = fit(2, None)  # as if stopped after epoch 2
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    checkpointed = next(state for key, state in saved.items() if key.startswith("ResultsJSON"))["fit_seconds"]
+    assert 0 < checkpointed <= first["timings"]["fit_seconds"]
+    resumed = fit(3, str(tmp_path / "checkpoints" / "last.ckpt"))
+    assert resumed["epochs"] == 3 and len(resumed["val_loss_history"]) == 3
+    assert resumed["timings"]["fit_seconds"] > checkpointed
+    assert resumed["timings"]["wall_seconds"] >= resumed["timings"]["fit_seconds"]

@@ -111,11 +111,17 @@ class ResultsJSON(pl.Callback):
         self.config: dict[str, Any] | None = None
         self.started: float | None = None
         self.phase_started = 0.0
+        # Fit time spent before the last checkpoint of an interrupted run: a resumed run's times include it.
+        self.checkpointed_fit_seconds = 0.0
+        self.earlier_fit_seconds = 0.0
+        self.fitting = False
         self.timings: dict[str, float] = {}
         self.fit_metrics: dict[str, float | None] = {}
         self.epochs = 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning restores the callbacks' states before this hook: a resumed fit continues the timing.
+        self.earlier_fit_seconds, self.fitting = self.checkpointed_fit_seconds, True
         self.started = self.phase_started = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -123,16 +129,23 @@ class ResultsJSON(pl.Callback):
             return
         self.val_loss_history.append(finite_number(trainer.callback_metrics["val/loss"]))
 
-    # Saved in every checkpoint, so that a resumed run still judges its whole history.
+    # Saved in every checkpoint, so that a resumed run still judges its whole history and counts its whole time.
     def state_dict(self) -> dict[str, Any]:
-        return {"val_loss_history": list(self.val_loss_history)}
+        return {"val_loss_history": list(self.val_loss_history), "fit_seconds": self.fit_seconds_so_far()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.fit_convergence is None:  # resuming, or testing a checkpoint alone; not the test after our fit
             self.val_loss_history = list(state_dict.get("val_loss_history", []))
+            self.checkpointed_fit_seconds = float(state_dict.get("fit_seconds", 0.0))
+
+    def fit_seconds_so_far(self) -> float:
+        """Training time up to now, the time before an interruption included (to its last checkpoint)."""
+        running = time.perf_counter() - self.phase_started if self.fitting else 0.0
+        return self.earlier_fit_seconds + running
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.timings["fit_seconds"] = time.perf_counter() - self.phase_started
+        self.timings["fit_seconds"] = self.fit_seconds_so_far()
+        self.fitting = False
         self.epochs = trainer.current_epoch
         self.fit_metrics = {
             key: finite_number(value)
@@ -197,7 +210,7 @@ class ResultsJSON(pl.Callback):
         for callback in trainer.callbacks:
             if isinstance(callback, EvaluationCallback):
                 timings.update(callback.timings)
-        timings["wall_seconds"] = time.perf_counter() - (self.started or self.phase_started)
+        timings["wall_seconds"] = time.perf_counter() - (self.started or self.phase_started) + self.earlier_fit_seconds
         checkpoint = trainer.checkpoint_callback
         best_score = getattr(checkpoint, "best_model_score", None)
         guard = diverged(trainer)
