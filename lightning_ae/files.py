@@ -101,8 +101,9 @@ def resumable_checkpoint(folder: Path, what: str) -> Path | None:
 def recorded_checkpoint(results_file: Path, recorded: str | None) -> Path | None:
     """The checkpoint a run's results.json names, from any working directory; None if it is gone.
 
-    Runs record their best checkpoint as Lightning gives it, relative to the directory they ran
-    from; a run resumed or read from elsewhere finds it in the checkpoints folder beside its results.
+    Runs record their best checkpoint as Lightning gives it: relative to the directory a CLI run
+    ran from (absolute for pipelines and study runs). Read from elsewhere, or from a moved folder,
+    it is found in the checkpoints folder beside the results.
     """
     if not recorded:
         return None
