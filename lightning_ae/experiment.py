@@ -23,6 +23,7 @@ from lightning_ae.callbacks import (
     GracefulInterruption,
     HParamsSummary,
     PredictionWriter,
+    RandomStateInCheckpoints,
     ResultsJSON,
 )
 from lightning_ae.callbacks.results import diverged
@@ -284,6 +285,7 @@ def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
                 HParamsSummary(),  # TensorBoard's HParams tab: the run's settings beside its test metrics
                 DivergenceGuard(),  # stops a run whose loss or weights stop being finite
                 GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
+                RandomStateInCheckpoints(),  # dropout after a resume draws as if never stopped
                 PredictionWriter(),  # only acts in `predict`
                 ModelCheckpoint(
                     monitor="val/loss",

@@ -37,7 +37,13 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lightning_ae.callbacks import DivergenceGuard, GracefulInterruption, HParamsSummary, ResultsJSON
+from lightning_ae.callbacks import (
+    DivergenceGuard,
+    GracefulInterruption,
+    HParamsSummary,
+    RandomStateInCheckpoints,
+    ResultsJSON,
+)
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_dropout, check_positive_int
 from lightning_ae.data import ImageDataModule
@@ -234,6 +240,7 @@ class LayerwisePretraining:
                 HParamsSummary(),
                 DivergenceGuard(),
                 GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
+                RandomStateInCheckpoints(),  # dropout after a resume draws as if never stopped
                 TQDMProgressBar(refresh_rate=50),
                 *stopping,
             ],

@@ -26,8 +26,11 @@ pytestmark = pytest.mark.slow
 # 2,048 images at batch 32 on the speed path in groups of 4 batches: 16 Lightning steps (64 updates) per epoch.
 STEPS_PER_EPOCH = 16
 GROUPED = '{"class_path": "lightning_ae.strategies.GroupedSteps", "init_args": {"batches_per_step": 4}}'
-ARGS = ["--data.train_subset", "2048", "--trainer.strategy", GROUPED, "--trainer.max_epochs", "4"]
-ARGS += ["--trainer.enable_progress_bar", "false", "--model.init_args.code_dim", "8", "--data.batch_size", "32"]
+COMMON_ARGS = ["--data.train_subset", "2048", "--trainer.strategy", GROUPED, "--trainer.max_epochs", "4"]
+COMMON_ARGS += ["--trainer.enable_progress_bar", "false", "--data.batch_size", "32"]
+ARGS = [*COMMON_ARGS, "--model.init_args.code_dim", "8"]
+# The classifier, small, with its dropout: its masks come from the global random state.
+CLASSIFIER_ARGS = [*COMMON_ARGS, "--model.init_args.hidden_dims", "[64, 32]"]
 
 
 def write_config(
@@ -50,10 +53,10 @@ def write_config(
     return path
 
 
-def fit(config: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+def fit(config: Path, cwd: Path, *extra: str, args: list[str] = ARGS) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "scripts"), str(REPO)])}
     return subprocess.run(
-        [sys.executable, "-m", "lightning_ae", "fit", "--config", str(config), *ARGS, *extra],
+        [sys.executable, "-m", "lightning_ae", "fit", "--config", str(config), *args, *extra],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -83,8 +86,9 @@ def uninterrupted(tmp_path_factory) -> dict[str, tuple[dict, dict[str, torch.Ten
 def assert_same_run(resumed: tuple[dict, dict], reference: tuple[dict, dict]) -> None:
     (results, weights), (expected_results, expected_weights) = resumed, reference
     assert results["status"] == "tested" and results["global_step"] == expected_results["global_step"]
-    for key, value in expected_results["ae"].items():
-        assert results["ae"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    table = "ae" if "ae" in expected_results else "model"  # an autoencoder's metrics, or the classifier's
+    for key, value in expected_results[table].items():
+        assert results[table][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
     assert weights.keys() == expected_weights.keys()
     for name, tensor in expected_weights.items():
         torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
@@ -111,6 +115,19 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_exits_cleanly_and_resumes_exactly
     # The resumed run continued in the interrupted run's folder, not in a new version.
     assert [p.name for p in tmp_path.glob("lightning_logs/*/version_*")] == ["version_0"]
     assert_same_run(finished_run(tmp_path), uninterrupted[source])
+
+
+def test_a_classifier_with_dropout_stopped_mid_epoch_resumes_exactly(tmp_path):
+    """Dropout draws its masks from the global random state: the checkpoint holds it, so training after the
+    resume draws the masks a run never stopped would have drawn."""
+    (tmp_path / "straight").mkdir()
+    straight = fit(write_config(tmp_path, "classifier.yaml"), tmp_path / "straight", args=CLASSIFIER_ARGS)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    stopped = fit(write_config(tmp_path, "classifier.yaml", STEPS_PER_EPOCH + 5), tmp_path, args=CLASSIFIER_ARGS)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    resumed = fit(write_config(tmp_path, "classifier.yaml"), tmp_path, "--ckpt_path", "last", args=CLASSIFIER_ARGS)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(finished_run(tmp_path), finished_run(tmp_path / "straight"))
 
 
 @pytest.mark.parametrize("stage", ["validation", "test"])

@@ -10,6 +10,7 @@ from lightning_ae.callbacks.interruption import GracefulInterruption, RunInterru
 from lightning_ae.callbacks.knn import KNNEvaluator
 from lightning_ae.callbacks.pca import PCABaseline
 from lightning_ae.callbacks.predictions import PredictionWriter
+from lightning_ae.callbacks.random_state import RandomStateInCheckpoints
 from lightning_ae.callbacks.results import ResultsJSON
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PCABaseline",
     "PairsGrid",
     "PredictionWriter",
+    "RandomStateInCheckpoints",
     "ReconstructionGrid",
     "ResultsJSON",
     "RunInterrupted",
