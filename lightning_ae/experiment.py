@@ -18,14 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from lightning_ae.callbacks import (
-    DivergenceGuard,
-    GracefulInterruption,
-    HParamsSummary,
-    PredictionWriter,
-    RandomStateInCheckpoints,
-    ResultsJSON,
-)
+from lightning_ae.callbacks import PredictionWriter, ResultsJSON, every_run_callbacks
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import non_finite_values
 from lightning_ae.data import ImageDataModule
@@ -282,10 +275,7 @@ def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
             # Best by validation loss, and last (for resuming); results.json for every run.
             "callbacks": [
                 ResultsJSON(),
-                HParamsSummary(),  # TensorBoard's HParams tab: the run's settings beside its test metrics
-                DivergenceGuard(),  # stops a run whose loss or weights stop being finite
-                GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
-                RandomStateInCheckpoints(),  # dropout after a resume draws as if never stopped
+                *every_run_callbacks(),  # HParams, divergence guard, clean Ctrl+C/SIGTERM, exact resumption
                 PredictionWriter(),  # only acts in `predict`
                 ModelCheckpoint(
                     monitor="val/loss",

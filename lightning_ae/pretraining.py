@@ -37,13 +37,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lightning_ae.callbacks import (
-    DivergenceGuard,
-    GracefulInterruption,
-    HParamsSummary,
-    RandomStateInCheckpoints,
-    ResultsJSON,
-)
+from lightning_ae.callbacks import ResultsJSON, every_run_callbacks
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_dropout, check_positive_int
 from lightning_ae.data import ImageDataModule
@@ -237,10 +231,7 @@ class LayerwisePretraining:
                     monitor="val/loss", save_last=True, filename="best-epoch{epoch}", auto_insert_metric_name=False
                 ),
                 results,
-                HParamsSummary(),
-                DivergenceGuard(),
-                GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
-                RandomStateInCheckpoints(),  # dropout after a resume draws as if never stopped
+                *every_run_callbacks(),  # HParams, divergence guard, clean Ctrl+C/SIGTERM, exact resumption
                 TQDMProgressBar(refresh_rate=50),
                 *stopping,
             ],
