@@ -34,7 +34,13 @@ CLASSIFIER_ARGS = [*COMMON_ARGS, "--model.init_args.hidden_dims", "[64, 32]"]
 
 
 def write_config(
-    folder: Path, source: str, signal_step: int | None = None, signal_name: str = "SIGTERM", stage: str = "train"
+    folder: Path,
+    source: str,
+    signal_step: int | None = None,
+    signal_name: str = "SIGTERM",
+    stage: str = "train",
+    times: int = 1,
+    evaluation: list[str] = (),
 ) -> Path:
     """The real config (an experiment's files composed, as a study composes them) without its evaluation callbacks
     (seconds, not minutes), plus the signalling one."""
@@ -45,9 +51,10 @@ def write_config(
         config["trainer"]["callbacks"] = [
             {
                 "class_path": "signal_at_step.SignalAtStep",
-                "init_args": {"step": signal_step, "signal_name": signal_name, "stage": stage},
+                "init_args": {"step": signal_step, "signal_name": signal_name, "stage": stage, "times": times},
             }
         ]
+    config["trainer"]["callbacks"] += [{"class_path": f"lightning_ae.callbacks.{name}"} for name in evaluation]
     path = folder / f"{Path(source).stem}-{f'{signal_name}-{stage}' if signal_step is not None else 'plain'}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -143,7 +150,7 @@ def test_a_signal_during_the_last_validation_or_the_test_stops_before_any_result
     said = (
         "stopped in epoch 3 after optimizer step 64; checkpoint saved"
         if stage == "validation"
-        else "stopped during test after batch 1"
+        else "stopped during test; no test results were written"
     )
     assert f"SIGTERM received: {said}" in result.stderr, result.stderr[-3000:]
     results = list(tmp_path.glob("lightning_logs/*/version_*/results.json"))
@@ -207,3 +214,77 @@ def test_the_signal_handlers_are_given_back_after_each_fit_and_test(tmp_path, mo
     assert {number: signal.getsignal(number) for number in before} == before
     assert main([*argv, "--model.init_args.optimizer.init_args.lr", "-1"]) == 2  # a fit that fails in setup
     assert {number: signal.getsignal(number) for number in before} == before
+
+
+def test_a_signal_during_the_evaluation_after_the_test_stops_it_at_once(tmp_path):
+    """Before, the flag was looked at only after batches: t-SNE, PCA and the projector ran on after the signal, and
+    the run ended "tested" with exit 0."""
+    evaluation = ["PCABaseline", "TSNEPlot", "EmbeddingProjector"]
+    config = write_config(tmp_path, "basic_ae.yaml", 0, "SIGTERM", "evaluation", evaluation=evaluation)
+    result = fit(config, tmp_path)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "SIGTERM received: stopped during test; no test results were written" in result.stderr
+    assert "Traceback" not in result.stderr
+    [results_file] = tmp_path.glob("lightning_logs/*/version_0/results.json")
+    assert json.loads(results_file.read_text())["status"] == "fitted", "the test did not finish: not recorded as done"
+    assert not list(tmp_path.glob("lightning_logs/**/*tsne*")) and not list(tmp_path.glob("lightning_logs/**/*.tsv"))
+
+    resumed = fit(write_config(tmp_path, "basic_ae.yaml"), tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(results_file.read_text())["status"] == "tested"
+
+
+def test_a_signal_in_a_long_validation_stops_after_the_batch_not_at_the_end_of_the_validation(tmp_path):
+    """Before, a fit's validation ran to its end (230 s with 20,000 images) before the signal was acted on."""
+    config = write_config(tmp_path, "basic_ae.yaml", STEPS_PER_EPOCH, "SIGTERM", "validation")
+    result = fit(config, tmp_path, "--data.val_size", "5000", "--data.eval_batch_size", "100")
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    [checkpoint] = tmp_path.glob("lightning_logs/*/version_0/checkpoints/last.ckpt")
+    progress = torch.load(checkpoint, weights_only=True)["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]
+    assert progress["current"]["processed"] <= 1, "saved in the validation's first batches, not after its 50"
+
+
+def test_a_second_signal_stops_at_once_without_waiting_for_the_step(tmp_path):
+    config = write_config(tmp_path, "basic_ae.yaml", STEPS_PER_EPOCH + 5, "SIGTERM", times=2)
+    result = fit(config, tmp_path)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "SIGTERM received again: stopped at once in epoch 1" in result.stderr
+    [checkpoint] = tmp_path.glob("lightning_logs/*/version_0/checkpoints/last.ckpt")
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == STEPS_PER_EPOCH  # the last epoch end's
+
+
+def test_a_signal_outside_any_run_stops_the_command_with_its_exit_code_and_one_line(tmp_path):
+    """Before, SIGTERM outside a fit (loading data, between a study's runs, writing a report) killed the process
+    where it stood (status -15), and Ctrl+C printed a traceback."""
+    code = (
+        "import os, signal, sys\n"
+        "from lightning_ae.data import ImageDataModule\n"
+        "ImageDataModule.describe = lambda self: os.kill(os.getpid(), signal.SIGTERM)\n"
+        "from lightning_ae.cli import main\n"
+        "sys.exit(main(['data']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("lightning-ae: SIGTERM received: stopped at once")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["pretrain", "study"])
+def test_pretrain_and_study_are_told_to_run_again_not_to_add_ckpt_path_which_they_refuse(
+    tmp_path, monkeypatch, capsys, command
+):
+    from lightning_ae.callbacks import RunInterrupted
+    from lightning_ae.cli import commands
+
+    def stopped(*args, **kwargs):
+        raise RunInterrupted("SIGTERM", signal.SIGTERM, tmp_path / "frozen" / "checkpoints" / "last.ckpt", 0, 3)
+
+    monkeypatch.setattr(commands, "run_pipeline", stopped)
+    monkeypatch.setattr(commands, "run_study", stopped)
+    study_file = REPO / "configs" / "study" / "smoke.yaml"
+    argv = ["pretrain", "--config", str(REPO / "configs" / "pretrain.yaml")] if command == "pretrain" else []
+    argv = argv or ["study", str(study_file), "--folder", str(tmp_path)]
+    assert commands.main(argv) == 128 + signal.SIGTERM
+    said = capsys.readouterr().err
+    assert "checkpoint saved" in said and "Run the same command again: it resumes from there." in said
+    assert "--ckpt_path" not in said

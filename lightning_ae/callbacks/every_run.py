@@ -14,6 +14,6 @@ def every_run_callbacks() -> list[pl.Callback]:
     return [
         HParamsSummary(),  # TensorBoard's HParams tab: the run's settings beside its test metrics
         DivergenceGuard(),  # stops a run whose loss or weights stop being finite
-        GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step, then stop
+        GracefulInterruption(),  # Ctrl+C / SIGTERM: checkpoint after the current step (training), else stop at once
         RandomStateInCheckpoints(),  # dropout after a resume draws as if never stopped
     ]

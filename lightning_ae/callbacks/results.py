@@ -117,6 +117,7 @@ class ResultsJSON(pl.Callback):
         self.fitting = False
         self.timings: dict[str, float] = {}
         self.fit_metrics: dict[str, float | None] = {}
+        self.test_metrics: dict[str, float | None] | None = None  # gathered when the test ends, written at teardown
         self.epochs = 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -187,7 +188,14 @@ class ResultsJSON(pl.Callback):
             started = time.perf_counter()
             self.trivial = trivial_predictor(trainer, pl_module)
             self.timings["trivial_seconds"] = time.perf_counter() - started
-        self.write(trainer, pl_module, status="tested", test_metrics=metrics)
+        self.test_metrics = metrics
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Written here, after every callback's on_test_end: the evaluation callbacks (t-SNE, the projector) run
+        # there, and a run stopped during them must not read "tested". Lightning skips teardown after an exception.
+        if stage == "test" and self.test_metrics is not None:
+            metrics, self.test_metrics = self.test_metrics, None
+            self.write(trainer, pl_module, status="tested", test_metrics=metrics)
 
     def collect_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         if self.config is not None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from lightning_ae.callbacks.interruption import RESUME_FIT, RESUME_RERUN
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.cli.errors import check_files, translated
 from lightning_ae.data import DATASETS, ImageDataModule
@@ -156,4 +157,5 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args[0]](args[1:])
         return fit_and_friends(argv)
 
-    return translated(dispatch)
+    # pretrain and study find their own checkpoints: they resume by running again, not with --ckpt_path.
+    return translated(dispatch, RESUME_RERUN if args and args[0] in ("pretrain", "study") else RESUME_FIT)

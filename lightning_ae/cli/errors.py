@@ -21,7 +21,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_ae.callbacks import RunInterrupted
-from lightning_ae.callbacks.interruption import SIGNAL_EXIT_BASE
+from lightning_ae.callbacks.interruption import RESUME_FIT, SIGNAL_EXIT_BASE, signals_stop_the_command
 from lightning_ae.checks import check_expansion
 from lightning_ae.experiment import check_checkpoint_file
 
@@ -124,19 +124,23 @@ def check_flag_values(args: list[str]) -> None:
                 continue  # not YAML: the parser says what is wrong with it
 
 
-def translated(command: Callable[[], int]) -> int:
-    """Run `command`; a known failure is one line on stderr and an exit code (2: bad input, 130/143: a signal)."""
+def translated(command: Callable[[], int], resume: str = RESUME_FIT) -> int:
+    """Run `command`; a known failure is one line on stderr and an exit code (2: bad input, 130/143: a signal).
+
+    `resume` says how the command resumes after a signal (a fit with --ckpt_path last; pretrain and study by
+    running them again)."""
     try:
-        return command()
+        with signals_stop_the_command():
+            return command()
     except RunInterrupted as err:
-        print(f"lightning-ae: {err}", file=sys.stderr)
+        print(f"lightning-ae: {err.explain(resume)}", file=sys.stderr)
         return err.exit_code
     except SIGTERMException:
         # Lightning's own SIGTERM handling (a signal between its handler's registration and ours): a SystemExit
         # whose status would be 0, as if the run had finished.
         print(
-            "lightning-ae: SIGTERM received: stopped; nothing was saved after the last checkpoint. Run the same "
-            "command again with --ckpt_path last to resume (or without it if no checkpoint was saved yet).",
+            "lightning-ae: SIGTERM received: stopped; nothing was saved after the last checkpoint. "
+            + resume.format(checkpoint="<a file in checkpoints/>"),
             file=sys.stderr,
         )
         return SIGNAL_EXIT_BASE + signal.SIGTERM

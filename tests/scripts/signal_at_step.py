@@ -14,16 +14,18 @@ import pytorch_lightning as pl
 class SignalAtStep(pl.Callback):
     """Signals at the end of the training batch that reaches optimizer step `step` (`stage="train"`), or of the
     first validation batch once it is reached (`"validation"`, the sanity check excluded), or of the first test
-    batch (`"test"`)."""
+    batch (`"test"`), or when the test ends, before the evaluation callbacks listed after it run (`"evaluation"`).
+    `times=2` sends the signal twice in a row (a user who presses Ctrl+C again)."""
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM", stage: str = "train") -> None:
-        self.step, self.signal_name, self.stage = step, signal_name, stage
+    def __init__(self, step: int, signal_name: str = "SIGTERM", stage: str = "train", times: int = 1) -> None:
+        self.step, self.signal_name, self.stage, self.times = step, signal_name, stage, times
         self.sent = False
 
     def _send(self, trainer: pl.Trainer, stage: str) -> None:
         if not self.sent and stage == self.stage and trainer.global_step >= self.step:
             self.sent = True
-            os.kill(os.getpid(), getattr(signal, self.signal_name))
+            for _ in range(self.times):
+                os.kill(os.getpid(), getattr(signal, self.signal_name))
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         self._send(trainer, "train")
@@ -34,3 +36,6 @@ class SignalAtStep(pl.Callback):
 
     def on_test_batch_end(self, trainer: pl.Trainer, *args) -> None:
         self._send(trainer, "test")
+
+    def on_test_end(self, trainer: pl.Trainer, *args) -> None:
+        self._send(trainer, "evaluation")
