@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
+
+# Most file systems take at most this many bytes in one name.
+MAX_NAME_BYTES = 255
 
 
 def check_positive_int(name: str, value: Any, allow_none: bool = False, meaning: str = "") -> Any:
@@ -72,3 +76,28 @@ def check_expansion(document: Any, where: str, limit: int = MAX_CONFIG_VALUES) -
             stack.extend(value.values())
         elif isinstance(value, list | tuple):
             stack.extend(value)
+
+
+def check_path_segment(name: str, value: Any, allow_empty: bool = False) -> Any:
+    """`value` when it can be one file or folder name inside the folder the user chose; a ValueError naming `name`.
+
+    Refused: a path separator or `..` (it would write outside that folder), control and invisible format
+    characters (a newline, a right-to-left override: a name that reads as another), and names over 255 bytes.
+    """
+    if not isinstance(value, str):
+        return value  # a number (a logger's version) is a name as it is
+    problem = None
+    if value in ("", ".", ".."):
+        problem = None if value == "" and allow_empty else "it names no file or folder of its own"
+    elif "/" in value or "\\" in value:
+        problem = "it holds a path separator (it would write outside the folder it belongs in)"
+    elif bad := [c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")]:
+        problem = f"it holds the control or invisible character {ascii(bad[0])}"
+    elif len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        problem = (
+            f"it is {len(value.encode('utf-8', 'surrogatepass'))} bytes long, over the {MAX_NAME_BYTES} a name may have"
+        )
+    if problem:
+        shown = ascii(value) if len(value) <= 80 else f"{ascii(value[:40])}...({len(value)} characters)"
+        raise ValueError(f"{name}={shown} cannot be a file or folder name: {problem}; give a plain name.")
+    return value

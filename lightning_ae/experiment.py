@@ -20,7 +20,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from lightning_ae.callbacks import PredictionWriter, ResultsJSON, every_run_callbacks
 from lightning_ae.callbacks.results import diverged
-from lightning_ae.checks import non_finite_values
+from lightning_ae.checks import check_path_segment, non_finite_values
 from lightning_ae.data import ImageDataModule
 from lightning_ae.files import is_complete_checkpoint, resumable_checkpoint
 from lightning_ae.pretraining import LayerwisePretraining, StageDiverged  # noqa: F401 (the CLI and the study catch it)
@@ -95,17 +95,16 @@ class AutoencoderCLI(LightningCLI):
                 class_path=TENSORBOARD, init_args=Namespace(save_dir=DEFAULT_LOG_DIR, default_hp_metric=False)
             )
         if isinstance(logger, Namespace):
-            for key in ("name", "version"):
-                value = (logger.get("init_args") or Namespace()).get(key)
-                if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts):
-                    raise ValueError(
-                        f"trainer.logger.init_args.{key}={value!r} leads outside the log folder (save_dir); "
-                        "give a plain name, and move the folder with trainer.logger.init_args.save_dir."
-                    )
+            # Each is one folder inside save_dir (empty: none); the folder itself moves with save_dir.
+            for key in ("name", "version", "sub_dir"):
+                check_path_segment(
+                    f"trainer.logger.init_args.{key}", (logger.get("init_args") or Namespace()).get(key), True
+                )
         # A TensorBoard run without a name gets one that says what it is.
         is_tensorboard = isinstance(logger, Namespace) and logger.get("class_path") == TENSORBOARD
         if is_tensorboard and logger.init_args.get("name") in (None, AUTO_NAME):
-            logger.init_args.name = run_name(config.model, config.data)
+            name = run_name(config.model, config.data)
+            logger.init_args.name = check_path_segment("the run name made from the model and data settings", name)
         if config.get("ckpt_path") == "last" and is_tensorboard:
             # Lightning looks for last.ckpt in the new run's own (empty) version folder and, finding
             # none, silently starts afresh: resume the newest run of this name, in its own folder.

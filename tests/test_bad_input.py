@@ -53,7 +53,19 @@ FLAGS = [
     # YAML and the CLI read .nan and .inf as numbers: refused before anything trains or is written.
     ("lr-nan", ["--model.init_args.optimizer.init_args.lr", ".nan"], "lr=nan: not a finite number"),
     ("corruption-inf", ["--data.corruption", "gaussian", "--data.corruption_args", "{sigma: .inf}"], "sigma=inf"),
-    ("run-name-escapes", ["--trainer.logger.init_args.name", "../../x"], "leads outside the log folder"),
+    ("run-name-escapes", ["--trainer.logger.init_args.name", "../../x"], "it holds a path separator"),
+    # From the third hostile pass (issue 28): every name that becomes a folder is one plain name.
+    ("sub-dir-escapes", ["--trainer.logger.init_args.sub_dir", "../../.."], "sub_dir='../../..' cannot be a file"),
+    ("version-escapes", ["--trainer.logger.init_args.version", "../v"], "version='../v' cannot be a file or folder"),
+    ("run-name-newline", ["--trainer.logger.init_args.name", "a\nb"], "the control or invisible character '\\n'"),
+    ("run-name-rtl", ["--trainer.logger.init_args.name", "x\u202egpj"], "invisible character '\\u202e'"),
+    ("run-name-too-long", ["--trainer.logger.init_args.name", "n" * 300], "300 bytes long, over the 255"),
+    ("save-dir-name-too-long", ["--trainer.logger.init_args.save_dir", "d" * 300], "a name in that path is too long"),
+    (
+        "results-file-escapes",
+        ["--trainer.callbacks+=lightning_ae.callbacks.TSNEPlot", "--trainer.callbacks.init_args.filename", "../t.png"],
+        "filename='../t.png' cannot be a file or folder name",
+    ),
     # Lightning's own refusals, as one line.
     ("max-epochs-negative", ["--trainer.max_epochs", "-5"], "the trainer refused a setting: `max_epochs` must be"),
     ("devices-zero", ["--trainer.devices", "0"], "the trainer refused a setting: `Trainer(devices='0')`"),
@@ -415,6 +427,13 @@ STUDIES = [
     ),
     ("seeds-zero", "name: x\nseeds: 0\nexperiments: {a: {config: CONFIG}}\n", "seeds=0 is not valid"),
     ("name-with-slash", "name: ../x\nexperiments: {a: {config: CONFIG}}\n", "'name' must be a word"),
+    # From the third hostile pass (issue 28): an experiment names its runs' folders.
+    (
+        "experiment-escapes",
+        "name: x\nexperiments: {../../../../escaped_exp: {config: CONFIG}}\n",
+        "experiment name='../../../../escaped_exp' cannot be a file or folder name: it holds a path separator",
+    ),
+    ("experiment-newline", 'name: x\nexperiments: {"a\\nb": {config: CONFIG}}\n', "invisible character '\\n'"),
     (
         "duplicate-runs",
         "name: x\nexperiments: {a: {config: CONFIG, grid: {model.init_args.code_dim: [8, 8]}}}\n",

@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from lightning_ae.callbacks.base import EvaluationCallback, logging_step, timed
 from lightning_ae.callbacks.images import image_shape
 from lightning_ae.callbacks.pca import PCABaseline, pca_cache_file
+from lightning_ae.checks import check_path_segment
 from lightning_ae.data.datasets import largest_image_side
 from lightning_ae.evaluation.pca import as_numpy, fit_pca
 from lightning_ae.evaluation.tsne import check_tsne_implementation, choose_implementation, tsne
@@ -123,7 +124,8 @@ class TSNEPlot(EvaluationCallback):
                 raise ValueError(f"{name}={value!r} is not valid; valid: a name ending in .png.")
         if filename is None:
             raise ValueError("filename=None is not valid; valid: a name ending in .png.")
-        self.max_points, self.perplexity, self.seed, self.filename = max_points, perplexity, seed, filename
+        self.max_points, self.perplexity, self.seed = max_points, perplexity, seed
+        self.filename = check_path_segment("filename", filename)
         self.pca_filename, self.implementation = pca_filename, implementation
 
     def embed(self, codes: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[np.ndarray, str]:

@@ -8,7 +8,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices, evaluating, logging_step
-from lightning_ae.checks import check_positive_int
+from lightning_ae.checks import check_path_segment, check_positive_int
 from lightning_ae.data.loader import SplitData
 from lightning_ae.files import atomic_write, write_json
 
@@ -49,7 +49,8 @@ class ReconstructionGrid(EvaluationCallback):
             raise ValueError(
                 f"layers_filename={layers_filename!r} is not valid; valid: a name ending in .json, or null."
             )
-        self.per_class, self.every_n_epochs, self.filename = per_class, every_n_epochs, filename
+        self.per_class, self.every_n_epochs = per_class, every_n_epochs
+        self.filename = check_path_segment("filename", filename)
         self.layers_filename = layers_filename
 
     @torch.no_grad()
@@ -110,7 +111,7 @@ class PairsGrid(EvaluationCallback):
         check_positive_int("objects", objects)
         if not filename.endswith(".png"):
             raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .png.")
-        self.objects, self.filename = objects, filename
+        self.objects, self.filename = objects, check_path_segment("filename", filename)
 
     def grid(self, trainer: pl.Trainer) -> Tensor:
         split = self.data(trainer).split("train")

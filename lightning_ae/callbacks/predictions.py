@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from lightning_ae.callbacks.base import EvaluationCallback
+from lightning_ae.checks import check_path_segment
 from lightning_ae.files import atomic_write
 
 
@@ -24,7 +25,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         if not filename.endswith(".pt"):
             raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .pt.")
-        self.filename = filename
+        self.filename = check_path_segment("filename", filename)
 
     def write_on_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any], batch_indices: Any

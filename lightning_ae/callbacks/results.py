@@ -18,6 +18,7 @@ import lightning_ae
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.callbacks.divergence import DivergenceGuard
 from lightning_ae.callbacks.trivial import finite_number, learned_metric, trivial_predictor
+from lightning_ae.checks import check_path_segment
 from lightning_ae.evaluation.verdicts import (
     MARGIN,
     TOLERANCE,
@@ -97,7 +98,7 @@ class ResultsJSON(pl.Callback):
         super().__init__()
         if not filename.endswith(".json"):
             raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .json.")
-        self.filename = filename
+        self.filename = check_path_segment("filename", filename)
         self.tolerance, self.window, self.margin = (
             check_tolerance(tolerance),
             check_window(window),

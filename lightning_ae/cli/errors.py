@@ -178,6 +178,13 @@ def translated(command: Callable[[], int], resume: str = RESUME_FIT) -> int:
         )
         return 2
     except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            print(
+                f"lightning-ae: error: cannot make {err.filename or 'a file'}: a name in that path is too long for the "
+                "file system (at most 255 bytes each). Choose a shorter folder or run name.",
+                file=sys.stderr,
+            )
+            return 2
         if err.errno in IN_THE_WAY:
             print(
                 f"lightning-ae: error: cannot make the folder {err.filename}: a file is in the way ({err.strerror}). "

@@ -48,7 +48,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lightning_ae.checks import check_expansion
+from lightning_ae.checks import check_expansion, check_path_segment
 
 KINDS = ("fit", "pretrain")
 STUDY_KEYS = {"name", "description", "every_run", "callbacks", "experiments", "seeds"}
@@ -201,6 +201,10 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
     runs: list[RunSpec] = []
     for experiment, spec in experiments.items():
         where = f"{path}: experiment {experiment!r}"
+        try:  # its runs' folders are named after it
+            check_path_segment(f"{path}: experiment name", experiment)
+        except ValueError as err:
+            raise StudyError(str(err)) from None
         if not isinstance(spec, dict):
             raise StudyError(f"{where} must be a mapping with 'config' or 'pipeline'.")
         if unknown := set(spec) - EXPERIMENT_KEYS:
