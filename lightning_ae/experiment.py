@@ -236,25 +236,25 @@ def resume_differences(
 
 
 def find_last_checkpoint(logger_args: Namespace) -> tuple[Path, str]:
-    """The newest `version_*/checkpoints/last.ckpt` of a TensorBoard run (or of its given version), and that version;
-    when that file is cut off, the newest complete checkpoint beside it."""
+    """The newest complete checkpoint of a TensorBoard run's newest `version_*` that has one (or of its given
+    version), and that version: `last.ckpt`, `last-v1.ckpt` or any other name Lightning gave it."""
     root = Path(logger_args.get("save_dir") or DEFAULT_LOG_DIR) / (logger_args.get("name") or "")
     version = logger_args.get("version")
     if version is not None:
         folder = f"version_{version}" if isinstance(version, int) else str(version)
-        candidates = [root / folder / "checkpoints" / "last.ckpt"]
+        candidates = [root / folder / "checkpoints"]
     else:
         folders = [(re.fullmatch(r"version_(\d+)", p.name), p) for p in root.glob("version_*")]
         numbered = [(int(match.group(1)), p) for match, p in folders if match]
-        candidates = [p / "checkpoints" / "last.ckpt" for _, p in sorted(numbered)]
-    existing = [path for path in candidates if path.is_file()]
+        candidates = [p / "checkpoints" for _, p in sorted(numbered)]
+    existing = [path for path in candidates if any(path.glob("*.ckpt"))]
     if not existing:
         raise FileNotFoundError(
-            f"ckpt_path='last': no checkpoints/last.ckpt under {root}/{'version_*' if version is None else folder}: "
+            f"ckpt_path='last': no checkpoint under {root}/{'version_*' if version is None else folder}/checkpoints: "
             "nothing to resume; start without --ckpt_path, or give a checkpoint file."
         )
-    # A cut-off last.ckpt (a full disk under an older version) is set aside: the newest complete one is used.
-    checkpoints = existing[-1].parent
+    # Cut-off checkpoints (a full disk under an older version) are set aside: the newest complete one is used.
+    checkpoints = existing[-1]
     checkpoint = resumable_checkpoint(checkpoints, f"ckpt_path='last' in {checkpoints.parent}")
     if checkpoint is None:
         raise FileNotFoundError(
@@ -282,6 +282,7 @@ def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
                     save_last=True,
                     filename="best-epoch{epoch}",
                     auto_insert_metric_name=False,
+                    enable_version_counter=False,  # a resumed run overwrites its own last.ckpt, never last-v1.ckpt
                 ),
             ],
         },

@@ -81,21 +81,39 @@ def is_complete_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def resumable_checkpoint(folder: Path, what: str) -> Path | None:
-    """The checkpoint in `folder` to resume `what` from: `last.ckpt`, else the newest other complete one.
+    """The checkpoint in `folder` to resume `what` from: the newest complete state, whatever it is called.
 
-    A cut-off checkpoint (written by an older version on a full disk, or copied in part) would fail
-    every rerun the same way: it is renamed to `<name>.corrupt` with a warning and the next one is
-    tried. None: nothing to resume from, `what` starts afresh.
+    Lightning names a new `last.ckpt` `last-v1.ckpt` when one is already there, so the name says
+    nothing about which is newer: the one with the most optimizer steps is taken (then the latest
+    written). A cut-off checkpoint (written by an older version on a full disk, or copied in part)
+    would fail every rerun the same way: it is renamed to `<name>.corrupt` with a warning. None:
+    nothing to resume from, `what` starts afresh.
     """
-    others = sorted((p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime)
-    for path in [folder / "last.ckpt", *reversed(others)]:
+    newest: tuple[tuple[int, int], Path] | None = None
+    for path in sorted(folder.glob("*.ckpt")):
         if not path.is_file():
             continue
-        if is_complete_checkpoint(path):
-            return path
-        log.warning("%s: %s is not a complete checkpoint; set aside as %s.corrupt.", what, path, path.name)
-        os.replace(path, path.with_name(f"{path.name}.corrupt"))
-    return None
+        if not is_complete_checkpoint(path):
+            log.warning("%s: %s is not a complete checkpoint; set aside as %s.corrupt.", what, path, path.name)
+            os.replace(path, path.with_name(f"{path.name}.corrupt"))
+            continue
+        order = (checkpoint_step(path), path.stat().st_mtime_ns)
+        if newest is None or order > newest[0]:
+            newest = (order, path)
+    return None if newest is None else newest[1]
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer steps a Lightning checkpoint was saved after (-1 when it says none), read without loading
+    its tensors."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception:  # a complete file that a safe load refuses: the resume itself says why
+        return -1
+    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else -1
 
 
 def recorded_checkpoint(results_file: Path, recorded: str | None) -> Path | None:

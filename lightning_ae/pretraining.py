@@ -228,7 +228,11 @@ class LayerwisePretraining:
             logger=TensorBoardLogger(self.output_dir, name=name, version="", default_hp_metric=False),
             callbacks=[
                 ModelCheckpoint(
-                    monitor="val/loss", save_last=True, filename="best-epoch{epoch}", auto_insert_metric_name=False
+                    monitor="val/loss",
+                    save_last=True,
+                    filename="best-epoch{epoch}",
+                    auto_insert_metric_name=False,
+                    enable_version_counter=False,  # a resumed stage overwrites its own last.ckpt
                 ),
                 results,
                 *every_run_callbacks(),  # HParams, divergence guard, clean Ctrl+C/SIGTERM, exact resumption

@@ -161,7 +161,7 @@ FLAGS = [
     ("checkpoint-is-a-folder", ["--ckpt_path", "."], "ckpt_path='.': no such checkpoint file"),
     ("missing-checkpoint", ["--ckpt_path", "missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
     ("missing-config", ["--config", "no-such.yaml"], "config: File does not exist"),
-    ("last-with-nothing-to-resume", ["--ckpt_path", "last"], "ckpt_path='last': no checkpoints/last.ckpt"),
+    ("last-with-nothing-to-resume", ["--ckpt_path", "last"], "ckpt_path='last': no checkpoint under"),
 ]
 
 

@@ -108,3 +108,16 @@ def test_a_legacy_format_checkpoint_is_complete_and_a_cut_off_one_is_not(tmp_pat
     assert not is_complete_checkpoint(cut)
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
     assert not is_complete_checkpoint(tmp_path / "text.ckpt")
+
+
+def test_resuming_takes_the_state_with_the_most_steps_whatever_lightning_named_it(tmp_path):
+    """Before, last.ckpt was always taken first: after one resume Lightning had saved the newer state as
+    last-v1.ckpt, and the next resume went back to the first interruption's last.ckpt."""
+    import os
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name, step, written in [("last.ckpt", 5, 3000), ("best-epoch1.ckpt", 32, 1000), ("last-v1.ckpt", 32, 2000)]:
+        torch.save({"global_step": step, "name": name}, folder / name)
+        os.utime(folder / name, (written, written))
+    assert resumable_checkpoint(folder, "run x") == folder / "last-v1.ckpt"  # most steps, then the latest written

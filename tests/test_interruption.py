@@ -176,7 +176,7 @@ def test_a_hard_kill_loses_only_the_epoch_in_progress_and_resumes_to_the_same_re
 def test_resuming_with_nothing_to_resume_says_so(tmp_path):
     result = fit(write_config(tmp_path, "basic_ae.yaml"), tmp_path, "--ckpt_path", "last")
     assert result.returncode == 2
-    assert "ckpt_path='last': no checkpoints/last.ckpt under lightning_logs/Autoencoder-d8-sigmoid" in result.stderr
+    assert "ckpt_path='last': no checkpoint under lightning_logs/Autoencoder-d8-sigmoid" in result.stderr
     assert not (tmp_path / "lightning_logs").exists()
 
 
@@ -288,3 +288,24 @@ def test_pretrain_and_study_are_told_to_run_again_not_to_add_ckpt_path_which_the
     said = capsys.readouterr().err
     assert "checkpoint saved" in said and "Run the same command again: it resumes from there." in said
     assert "--ckpt_path" not in said
+
+
+def test_a_second_resume_uses_the_newest_state_not_the_first_interruptions_checkpoint(tmp_path, uninterrupted):
+    """Before, a resumed run saved its newer states as last-v1.ckpt, and the next --ckpt_path last restored the old
+    last.ckpt of the first interruption and silently trained again from there."""
+    from jsonargparse import Namespace
+
+    from lightning_ae.experiment import find_last_checkpoint
+
+    stopped = fit(write_config(tmp_path, "basic_ae.yaml", 5, "SIGTERM"), tmp_path)  # in epoch 0
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    config = write_config(tmp_path, "basic_ae.yaml", 2 * STEPS_PER_EPOCH + 8, "SIGKILL")
+    killed = fit(config, tmp_path, "--ckpt_path", "last")  # resumed, then killed in epoch 2
+    assert killed.returncode == -signal.SIGKILL
+    logger = Namespace(save_dir=str(tmp_path / "lightning_logs"), name="Autoencoder-d8-sigmoid", version=None)
+    newest, version = find_last_checkpoint(logger)
+    assert version == "version_0" and torch.load(newest, weights_only=True)["global_step"] == 2 * STEPS_PER_EPOCH
+
+    resumed = fit(write_config(tmp_path, "basic_ae.yaml"), tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(finished_run(tmp_path), uninterrupted["basic_ae.yaml"])
