@@ -130,3 +130,116 @@ def recorded_checkpoint(results_file: Path, recorded: str | None) -> Path | None
         if candidate.is_file():
             return candidate
     return None
+
+
+# What a results.json may hold (written by ResultsJSON and the pre-training pipeline): each table maps names to
+# numbers or null, never NaN (JSON has none; Python's reader accepts it), a string or a list.
+NUMBER_TABLES = ("ae", "model", "pca", "last_epoch", "timings")
+MAPPINGS = ("config", "convergence", "learned", "diverged", "trivial", "environment", "stages", "layers")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def results_problem(results: Any) -> str | None:
+    """What makes a parsed results.json unusable (a list, a table holding text, a wrong-typed count), or None."""
+    if not isinstance(results, dict):
+        return f"it holds a JSON {type(results).__name__}, not an object"
+    if not isinstance(results.get("status"), str):
+        return f"'status' is {results.get('status')!r}, not a word such as \"tested\""
+    for key in NUMBER_TABLES:
+        table = results.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            return f"{key!r} is a {type(table).__name__}, not a table of numbers"
+        for name, value in table.items():
+            if value is not None and not _is_number(value):
+                return f"{key}.{name} is {value!r}, not a number"
+    for key in MAPPINGS:
+        if results.get(key) is not None and not isinstance(results[key], dict):
+            return f"{key!r} is a {type(results[key]).__name__}, not an object"
+    for name, stage in (results.get("stages") or {}).items():
+        if not isinstance(stage, dict) or any(v is not None and not _is_number(v) for v in stage.values()):
+            return f"stages.{name} is not a table of numbers"
+    for key in ("epochs", "global_step"):
+        if results.get(key) is not None and (not isinstance(results[key], int) or isinstance(results[key], bool)):
+            return f"{key!r} is {results[key]!r}, not a whole number"
+    history = results.get("val_loss_history")
+    if history is not None and (
+        not isinstance(history, list) or any(v is not None and not _is_number(v) for v in history)
+    ):
+        return "'val_loss_history' is not a list of numbers"
+    return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which JSON does not allow (a number that is not finite)")
+
+
+def read_results_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A results.json as (its content, None) when usable; (None, what is wrong) when damaged; (None, None) when absent.
+
+    Every reader of a file that a run writes goes through here: a damaged file is named, never half-used.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"it cannot be read ({err})"
+    try:
+        results = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as err:
+        return None, f"it is not valid JSON ({err})"
+    problem = results_problem(results)
+    return (None, problem) if problem else (results, None)
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a damaged file to `<name>.corrupt` (numbered when one is there), so that nothing is lost."""
+    target = path.with_name(f"{path.name}.corrupt")
+    number = 1
+    while target.exists():
+        target, number = path.with_name(f"{path.name}.corrupt{number}"), number + 1
+    log.warning("%s is damaged (%s); set aside as %s.", path, why, target.name)
+    os.replace(path, target)
+    return target
+
+
+class FolderInUse(ValueError):
+    """Another process is writing the same run (or pipeline, or study run): the second command is refused."""
+
+
+def lock_folder(folder: Path, what: str) -> IO:
+    """Hold `folder/.writing.lock` (flock) for as long as the returned handle is open; FolderInUse when another
+    process holds it. The kernel releases it when the process ends, however it ends."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".writing.lock", "a+")  # noqa: SIM115 (held open past this function: that is the lock)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise FolderInUse(
+            f"{folder} is in use: another process (pid {holder}) is writing {what} there. Two commands must not "
+            "write one run; wait for it to end (or stop it), then run this again."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+@contextmanager
+def folder_locked(folder: Path, what: str) -> Iterator[None]:
+    handle = lock_folder(folder, what)
+    try:
+        yield
+    finally:
+        handle.close()

@@ -38,12 +38,19 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from lightning_ae.callbacks import ResultsJSON, every_run_callbacks
-from lightning_ae.callbacks.results import diverged
+from lightning_ae.callbacks.results import diverged, run_failure
 from lightning_ae.checks import check_dropout, check_positive_int
 from lightning_ae.data import ImageDataModule
 from lightning_ae.data.corruptions import Masking
 from lightning_ae.data.tensors import TensorDataModule
-from lightning_ae.files import recorded_checkpoint, resumable_checkpoint, write_json
+from lightning_ae.files import (
+    folder_locked,
+    read_results_file,
+    recorded_checkpoint,
+    resumable_checkpoint,
+    set_aside,
+    write_json,
+)
 from lightning_ae.models import Autoencoder, Classifier
 from lightning_ae.models.classifier import sgd_momentum
 from lightning_ae.models.layers import ACTIVATIONS
@@ -210,11 +217,12 @@ class LayerwisePretraining:
 
     @staticmethod
     def _finished(stage_dir: Path) -> dict[str, Any] | None:
-        try:
-            results = json.loads((stage_dir / "results.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return results if results.get("status") == "tested" else None
+        """The stage's results when it was tested; a damaged results.json is set aside and the stage redone
+        (it resumes from its last checkpoint, so a stage that had finished goes straight to its test)."""
+        results, problem = read_results_file(stage_dir / "results.json")
+        if problem is not None:
+            set_aside(stage_dir / "results.json", problem)
+        return results if results is not None and results.get("status") == "tested" else None
 
     def _trainer(self, name: str, stage: Stage, results: ResultsJSON) -> pl.Trainer:
         stopping = (
@@ -278,16 +286,19 @@ class LayerwisePretraining:
         # Only tensors and plain values are read (weights_only), as the CLI's fit reads them.
         path = None if checkpoint is None else str(checkpoint)
         trainer.fit(model, datamodule=datamodule, ckpt_path=path, weights_only=True)
-        if (guard := diverged(trainer)) is not None:
-            message = f"stage {name!r}: {guard.message}"
+        if diverged(trainer) is None:
+            trainer.test(model, datamodule=datamodule, ckpt_path="best", weights_only=True)
+        if (failure := run_failure(trainer)) is not None:
+            message = f"stage {name!r}: {failure}"
             # The pipeline's results say so (a study lists it as diverged, not failed), with no metric values.
-            record = {**guard.diverged, "stage": name, "message": message}
+            stage_results, _ = read_results_file(stage_dir / "results.json")
+            stage_results = stage_results or {}
+            record = {**(stage_results.get("diverged") or {}), "stage": name, "message": message}
             write_json(
                 self.output_dir / "results.json",
                 {"status": "diverged", "model": "LayerwisePretraining", "config": self.config, "diverged": record},
             )
             raise StageDiverged(message)
-        trainer.test(model, datamodule=datamodule, ckpt_path="best", weights_only=True)
         return json.loads((stage_dir / "results.json").read_text())
 
     # -- the stages ----------------------------------------------------------------------------
@@ -352,6 +363,11 @@ class LayerwisePretraining:
         return self.run_stage(name, classifier, data, stage)
 
     def run(self) -> dict[str, Any]:
+        # Two pipelines writing one folder would train the same stages over each other: the second is refused.
+        with folder_locked(self.output_dir, "a pre-training pipeline"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         self._claim_output_dir()
         encoders, layer_results = self.pretrain_layers()
         # The layers' epochs and times, so that the pipeline's time (a study's run time) counts them too.

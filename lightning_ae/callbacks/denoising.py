@@ -22,7 +22,7 @@ import torch
 
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.evaluation.pca import reconstruction_metrics
-from lightning_ae.files import recorded_checkpoint
+from lightning_ae.files import read_results_file, recorded_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,8 @@ def find_plain_checkpoint(log_root: Path, model_class: type, init_args: dict[str
     # lightning_logs/<name>/version_N/results.json (the CLI) or <study>/runs/<run id>/results.json (a study).
     candidates = [*log_root.glob("*/version_*/results.json"), *log_root.glob("runs/*/results.json")]
     for results_file in candidates:
-        try:
-            results = json.loads(results_file.read_text())
-        except (OSError, ValueError):
+        results, _ = read_results_file(results_file)
+        if results is None:  # absent or damaged: not a run to compare with
             continue
         config = results.get("config") or {}
         checkpoint = recorded_checkpoint(results_file, results.get("best_checkpoint"))

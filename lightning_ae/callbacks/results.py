@@ -3,11 +3,14 @@ and whether the run converged and learned (against the trivial predictor, whose 
 
 from __future__ import annotations
 
+import json
+import logging
 import platform
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytorch_lightning as pl
 import sklearn
@@ -29,11 +32,17 @@ from lightning_ae.evaluation.verdicts import (
     convergence,
     learned,
 )
-from lightning_ae.files import write_json
+from lightning_ae.files import lock_folder, write_json
 from lightning_ae.models import AutoencoderBase
 from lightning_ae.provenance import git_commit, machine
 
+log = logging.getLogger(__name__)
+
 PCA_PREFIX = "pca_"
+
+
+# A test loss this many times the trivial predictor's is no result, even when training never exploded.
+WORSE_THAN_TRIVIAL = 1.5
 
 
 def diverged(trainer: pl.Trainer) -> DivergenceGuard | None:
@@ -42,6 +51,42 @@ def diverged(trainer: pl.Trainer) -> DivergenceGuard | None:
         if isinstance(callback, DivergenceGuard) and callback.diverged is not None:
             return callback
     return None
+
+
+def run_failure(trainer: pl.Trainer) -> str | None:
+    """Why the run's numbers are no result (it diverged in training, or its test metrics are not finite or far
+    worse than the trivial predictor's), else None; its results.json then says "diverged"."""
+    if (guard := diverged(trainer)) is not None:
+        return guard.message
+    for callback in trainer.callbacks:
+        if isinstance(callback, ResultsJSON) and callback.test_failure is not None:
+            return callback.test_failure["message"]
+    return None
+
+
+def failed_test_record(
+    metrics: dict[str, float | None], metric: str, trivial: dict[str, Any] | None, epoch: int, step: int
+) -> dict[str, Any] | None:
+    """A record of why tested `metrics` are no result: a loss that is not finite, or `metric` over
+    WORSE_THAN_TRIVIAL times the trivial predictor's; None when they are a result."""
+    losses = [key for key, value in metrics.items() if value is None and key.startswith("test/") and "loss" in key]
+    if metric in metrics and metrics[metric] is None:
+        losses.append(metric)
+    what = None
+    if losses:
+        what = f"the test {', '.join(dict.fromkeys(losses))} is not finite (NaN or infinite weights or outputs)"
+    elif trivial and isinstance(trivial.get(metric), float) and isinstance(metrics.get(metric), float):
+        ratio = metrics[metric] / trivial[metric] if trivial[metric] > 0 else float("inf")
+        if ratio > WORSE_THAN_TRIVIAL:
+            what = (
+                f"the test {metric} {metrics[metric]:.4g} is {ratio:.3g} times the {trivial.get('predictor')}'s "
+                f"{trivial[metric]:.4g}: the model ends far worse than a constant prediction"
+            )
+    if what is None:
+        return None
+    advice = "Try a lower learning rate (e.g. --model.init_args.optimizer.lr 0.1) or Adam, or test another checkpoint."
+    message = f"the run is no result: {what}. {advice}"
+    return {"epoch": epoch, "step": step, "what": what, "stage": "test", "message": message}
 
 
 def split_ae_and_pca(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
@@ -119,10 +164,52 @@ class ResultsJSON(pl.Callback):
         self.timings: dict[str, float] = {}
         self.fit_metrics: dict[str, float | None] = {}
         self.test_metrics: dict[str, float | None] | None = None  # gathered when the test ends, written at teardown
+        self.test_failure: dict[str, Any] | None = None  # why the test metrics are no result (failed_test_record)
+        # This run's identity, kept in its checkpoints: a resumed run may overwrite its own results.json only.
+        self.run_id, self.resumed, self.claimed = uuid.uuid4().hex[:12], False, False
+        self._lock: IO | None = None
         self.epochs = 0
+
+    # -- one run per folder: a lock while this process works there, and a results.json that is this run's --
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero and self._lock is None:
+            self._lock = lock_folder(self.path(trainer).parent, "a run")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._write_test_results(trainer, pl_module, stage)
+        self._unlock()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _check_results_file(self, trainer: pl.Trainer) -> None:
+        """Refuse to overwrite another run's results.json (two runs given one folder, e.g. without a logger)."""
+        if not trainer.is_global_zero or self.claimed:
+            return
+        path = self.path(trainer)
+        if path.exists():
+            try:
+                previous = json.loads(path.read_text())
+                owner = previous.get("run_id") if isinstance(previous, dict) else None
+            except (OSError, ValueError):
+                owner = None  # damaged: still another run's file, not to be lost
+            if owner != self.run_id and not (owner is None and self.resumed):
+                raise ValueError(
+                    f"{path} holds the results of another run: each run needs a folder of its own. Keep the "
+                    "TensorBoard logger (it makes a version folder per run), give --trainer.default_root_dir a new "
+                    "folder, or move that file away; to go on with that run, resume it with --ckpt_path."
+                )
+        self.claimed = True
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning restores the callbacks' states before this hook: a resumed fit continues the timing.
+        self._check_results_file(trainer)
         self.earlier_fit_seconds, self.fitting = self.checkpointed_fit_seconds, True
         self.started = self.phase_started = time.perf_counter()
 
@@ -133,12 +220,17 @@ class ResultsJSON(pl.Callback):
 
     # Saved in every checkpoint, so that a resumed run still judges its whole history and counts its whole time.
     def state_dict(self) -> dict[str, Any]:
-        return {"val_loss_history": list(self.val_loss_history), "fit_seconds": self.fit_seconds_so_far()}
+        return {
+            "val_loss_history": list(self.val_loss_history),
+            "fit_seconds": self.fit_seconds_so_far(),
+            "run_id": self.run_id,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.fit_convergence is None:  # resuming, or testing a checkpoint alone; not the test after our fit
             self.val_loss_history = list(state_dict.get("val_loss_history", []))
             self.checkpointed_fit_seconds = float(state_dict.get("fit_seconds", 0.0))
+            self.run_id, self.resumed = str(state_dict.get("run_id") or self.run_id), True
 
     def fit_seconds_so_far(self) -> float:
         """Training time up to now, the time before an interruption included (to its last checkpoint)."""
@@ -172,6 +264,7 @@ class ResultsJSON(pl.Callback):
         )
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_results_file(trainer)
         self.phase_started = time.perf_counter()
         if self.started is None:
             self.started = self.phase_started
@@ -191,12 +284,20 @@ class ResultsJSON(pl.Callback):
             self.timings["trivial_seconds"] = time.perf_counter() - started
         self.test_metrics = metrics
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Written here, after every callback's on_test_end: the evaluation callbacks (t-SNE, the projector) run
+    def _write_test_results(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Written at teardown, after every callback's on_test_end: the evaluation callbacks (t-SNE, the projector) run
         # there, and a run stopped during them must not read "tested". Lightning skips teardown after an exception.
         if stage == "test" and self.test_metrics is not None:
             metrics, self.test_metrics = self.test_metrics, None
-            self.write(trainer, pl_module, status="tested", test_metrics=metrics)
+            model_metrics, _ = split_ae_and_pca(metrics)
+            self.test_failure = failed_test_record(
+                model_metrics, learned_metric(pl_module), self.trivial, trainer.current_epoch, trainer.global_step
+            )
+            if self.test_failure is not None:
+                log.error("lightning-ae: %s", self.test_failure["message"])
+                self.write(trainer, pl_module, status="diverged", test_metrics={})
+            else:
+                self.write(trainer, pl_module, status="tested", test_metrics=metrics)
 
     def collect_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         if self.config is not None:
@@ -223,9 +324,10 @@ class ResultsJSON(pl.Callback):
         checkpoint = trainer.checkpoint_callback
         best_score = getattr(checkpoint, "best_model_score", None)
         guard = diverged(trainer)
-        if guard is not None:
+        record = {**guard.diverged, "message": guard.message} if guard is not None else self.test_failure
+        if record is not None:
             # Nothing beyond "no" can be said of a diverged run: it has no metric values.
-            because = guard.message.split(":")[0]  # "training diverged at epoch E, step S"
+            because = record["message"].split(":")[0]  # "training diverged at epoch E, step S"
             converged = {
                 "converged": False,
                 "reason": because,
@@ -253,8 +355,9 @@ class ResultsJSON(pl.Callback):
                 )
         results = {
             "status": status,
+            "run_id": self.run_id,
             # A diverged run has no metric values (never a NaN to average); where and why it stopped instead.
-            "diverged": None if guard is None else {**guard.diverged, "message": guard.message},
+            "diverged": record,
             "model": type(pl_module).__name__,
             "code_dim": getattr(pl_module, "code_dim", None),
             table: model_metrics,

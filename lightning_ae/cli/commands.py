@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from lightning_ae.callbacks.interruption import RESUME_FIT, RESUME_RERUN
-from lightning_ae.callbacks.results import diverged
+from lightning_ae.callbacks.results import run_failure
 from lightning_ae.cli.errors import check_files, translated
 from lightning_ae.data import DATASETS, ImageDataModule
 from lightning_ae.data.datamodule import LAYOUTS
@@ -30,8 +30,8 @@ def fit_and_friends(argv: list[str] | None) -> int:
     """Lightning's own subcommands (fit, validate, test, predict) on a config."""
     # argv=None lets LightningCLI read sys.argv itself (passing both makes it warn).
     cli = lightning_cli(argv)
-    # A diverged run has already said where and what to try (DivergenceGuard logs it).
-    return 3 if diverged(cli.trainer) is not None else 0
+    # A diverged run, or one whose test metrics are no result, has already said where and what to try.
+    return 3 if run_failure(cli.trainer) is not None else 0
 
 
 def pretrain(argv: list[str]) -> int:

@@ -21,6 +21,7 @@ AE's layer trace `layers.json` (from `ReconstructionGrid`). Its own plots draw t
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import statistics
 import tempfile
@@ -33,11 +34,13 @@ from typing import Any
 from matplotlib.figure import Figure as MplFigure
 from omegaconf import OmegaConf
 
-from lightning_ae.files import write_json
+from lightning_ae.files import read_results_file, write_json
 from lightning_ae.provenance import git_commit
 from lightning_ae.study.document import Document, Figure, Heading, Paragraph, Table
-from lightning_ae.study.records import read_results, read_sessions, run_seconds
+from lightning_ae.study.records import DamagedJournal, damaged_results, read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study
+
+log = logging.getLogger(__name__)
 
 ANCHORS = {
     "keras": "F. Chollet, *Building Autoencoders in Keras*, The Keras Blog, 2016: an AE with a 32-unit code "
@@ -212,9 +215,8 @@ def collect(study: Study, folder: Path) -> list[Result]:
             # Each stage wrote its own results.json (with its verdicts); the pipeline's lists the classifier stages.
             stage_results = {p.parent.name: p for p in run_dir.glob("*/results.json")}
             for name in sorted(set(stage_results) | set(results.get("stages") or {}), key=stage_order):
-                try:
-                    stage = json.loads(stage_results[name].read_text())
-                except (KeyError, OSError, ValueError):
+                stage = read_results_file(stage_results[name])[0] if name in stage_results else None
+                if stage is None:  # absent or damaged: the pipeline's own summary of the stage
                     stage = {"status": results.get("status"), **(results.get("stages") or {}).get(name, {})}
                 result.stages[name] = summary_record(run, Path("runs", run.run_id, name), stage, applied, name)
             result.record = result.stages[max(result.stages, key=stage_order)] if result.stages else {}
@@ -405,12 +407,17 @@ class ReportBuilder:
         # Provenance from the study's journal: the commits and machines the runs ran on, not this checkout's.
         # The sessions that trained: those that finished runs, and those interrupted during one (its time is
         # part of the study's: the run resumes from its checkpoint in a later session).
+        try:
+            journal, damaged_journal = read_sessions(self.folder), None
+        except DamagedJournal as err:
+            journal, damaged_journal = [], str(err).split(". It is")[0]
+            log.warning("%s; the report says its wall time is unknown.", damaged_journal)
         sessions = [
-            s
-            for s in read_sessions(self.folder)
-            if (s.get("runs") or {}).get("ran") or str(s.get("status", "")).startswith("interrupted")
+            s for s in journal if (s.get("runs") or {}).get("ran") or str(s.get("status", "")).startswith("interrupted")
         ]
-        if sessions:
+        if damaged_journal:
+            provenance = f"Wall time and provenance unknown: {damaged_journal}."
+        elif sessions:
             commits = ", ".join(dict.fromkeys(str(s.get("commit")) for s in sessions))
             machines = "; ".join(dict.fromkeys(describe_machine(s.get("machine") or {}) for s in sessions))
             study_wall = sum(s.get("wall_seconds") or 0 for s in sessions)
@@ -431,6 +438,27 @@ class ReportBuilder:
                 f"{git_commit()}."
             )
         )
+
+        damaged = [
+            (run, problem)
+            for run in self.study.runs
+            if (problem := damaged_results(self.folder / "runs" / run.run_id)) is not None
+        ]
+        for run, problem in damaged:
+            log.warning(
+                "%s is damaged (%s): the run is left out of the report; `lightning-ae study` sets the file aside and "
+                "redoes the run.",
+                self.folder / "runs" / run.run_id / "results.json",
+                problem,
+            )
+        if damaged:
+            self.doc.add(
+                Table(
+                    ["run with a damaged results.json", "what is wrong"],
+                    [[run.describe(), problem] for run, problem in damaged],
+                    "Left out of every table below; `lightning-ae study` sets each file aside and redoes the run.",
+                )
+            )
 
         failed = [r for r in self.results if r.results.get("status") == "diverged"]
         if failed:

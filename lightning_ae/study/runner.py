@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning_ae.experiment import StageDiverged, lightning_cli, run_pipeline
-from lightning_ae.files import atomic_write, resumable_checkpoint, write_json
+from lightning_ae.files import atomic_write, resumable_checkpoint, set_aside, write_json
 from lightning_ae.provenance import git_commit, machine
-from lightning_ae.study.records import read_results, read_sessions, run_seconds
+from lightning_ae.study.records import damaged_results, read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study
 
 __all__ = ["Shard", "read_results", "read_sessions", "run_lock", "run_seconds", "run_status", "run_study"]
@@ -238,8 +238,7 @@ def _run_all(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]]) -
                 continue
             # Only under the lock: an unlocked look could take another process's results.json mid-run for a bad one.
             if (run_dir / "results.json").exists():  # unreadable or incomplete: never read it, redo the run
-                log.warning("Run %s: results.json is unreadable or incomplete; set aside, the run is redone.", run)
-                os.replace(run_dir / "results.json", run_dir / "results.json.corrupt")
+                set_aside(run_dir / "results.json", damaged_results(run_dir) or "incomplete: never tested")
             remaining = sum(1 for r in runs[number - 1 :] if read_results(folder / "runs" / r.run_id) is None)
             eta = f", ETA {_duration(remaining * sum(durations) / len(durations))}" if durations else ""
             print(f"[{number}/{len(runs)}] {run.describe()} ({run.run_id}){eta}", flush=True)
