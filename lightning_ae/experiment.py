@@ -6,9 +6,13 @@ both run configs through this module, which knows neither of them.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
+import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +268,30 @@ def find_last_checkpoint(logger_args: Namespace) -> tuple[Path, str]:
     return checkpoint, checkpoints.parent.name
 
 
-def lightning_cli(args: list[str] | None, run: bool = True) -> AutoencoderCLI:
-    return AutoencoderCLI(
+class ConfigChecker(AutoencoderCLI):
+    """Parses and checks a fit config as `lightning-ae fit` would (unknown keys, types, the CLI's own checks) and
+    stops there: nothing is instantiated, seeded or run. One parser checks any number of configs (`check`)."""
+
+    def _set_seed(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def _parse_ckpt_path(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+    def check(self, config: dict[str, Any]) -> None:
+        self.parse_arguments(self.parser, {"fit": config})
+        self.subcommand = "fit"
+        self.before_instantiate_classes()
+
+
+def lightning_cli(args: list[str] | dict | None, run: bool = True, cli_class: type = AutoencoderCLI) -> AutoencoderCLI:
+    return cli_class(
         pl.LightningModule,
         ImageDataModule,
         subclass_mode_model=True,
@@ -300,9 +326,7 @@ def run_pipeline(argv: list[str]) -> dict[str, Any]:
 
     `argv`: `--config PIPELINE.yaml` and overrides such as `--output_dir DIR`. Returns the pipeline's summary.
     """
-    parser = ArgumentParser(prog="lightning-ae pretrain", description=run_pipeline.__doc__, exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="a pipeline YAML, e.g. configs/pretrain_sigmoid.yaml")
-    parser.add_class_arguments(LayerwisePretraining, skip={"resolved_config"})
+    parser = pipeline_parser()
     config = parser.parse_args(argv)
     if bad := non_finite_values(config):
         raise ValueError(f"{', '.join(bad)}: not a finite number; give a finite value.")
@@ -311,6 +335,50 @@ def run_pipeline(argv: list[str]) -> dict[str, Any]:
     init = parser.instantiate_classes(config)
     arguments = {key: init[key] for key in resolved}
     return LayerwisePretraining(**arguments, resolved_config=resolved).run()
+
+
+def is_callback_name(name: str) -> bool:
+    """Whether `name` is a callback class of lightning-ae or Lightning (as a study's `callbacks:` names them)."""
+    import pytorch_lightning.callbacks
+
+    import lightning_ae.callbacks
+
+    return any(
+        isinstance(getattr(module, name, None), type) and issubclass(getattr(module, name), pl.Callback)
+        for module in (lightning_ae.callbacks, pytorch_lightning.callbacks)
+    )
+
+
+def pipeline_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="lightning-ae pretrain", description=run_pipeline.__doc__, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a pipeline YAML, e.g. configs/pretrain_sigmoid.yaml")
+    parser.add_class_arguments(LayerwisePretraining, skip={"resolved_config"})
+    return parser
+
+
+def config_checkers() -> dict[str, Callable[[dict[str, Any]], None]]:
+    """For each kind of run ("fit", "pretrain"), a function that checks a composed config as the command that runs
+    it would parse it, raising that command's error; nothing is built or run. Each parser is made when first used."""
+    made: dict[str, Any] = {}
+
+    def check_fit(config: dict[str, Any]) -> None:
+        config = copy.deepcopy(config)  # parsing puts namespaces into the mapping it is given
+        argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it also sees the command's own arguments
+        try:
+            if "fit" not in made:
+                made["fit"] = lightning_cli({"fit": config}, cli_class=ConfigChecker)
+            else:
+                made["fit"].check(config)
+        finally:
+            sys.argv = argv
+
+    def check_pipeline(config: dict[str, Any]) -> None:
+        parser = made.setdefault("pretrain", pipeline_parser())
+        parsed = parser.parse_object(copy.deepcopy(config))
+        if bad := non_finite_values(parsed):
+            raise ValueError(f"{', '.join(bad)}: not a finite number; give a finite value.")
+
+    return {"fit": check_fit, "pretrain": check_pipeline}
 
 
 # ckpt_path values that name a checkpoint Lightning finds itself, not a file.
@@ -325,3 +393,26 @@ def check_checkpoint_file(path: str | None) -> None:
         raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file.")
     if not is_complete_checkpoint(path):
         raise ValueError(f"ckpt_path={path!r} is not a complete checkpoint (truncated, or not written by torch).")
+    if (problem := not_a_lightning_checkpoint(path)) is not None:
+        raise ValueError(f"ckpt_path={path!r} is not a Lightning checkpoint: {problem}.")
+
+
+def not_a_lightning_checkpoint(path: str | Path) -> str | None:
+    """What a torch file lacks to be a checkpoint of a lightning-ae run (a bare `model.state_dict()`, a dict
+    without weights), or None. Python objects a safe load refuses are left to the load that follows, which
+    says so (and takes --weights_only false for a trusted file)."""
+    import pickle
+
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError:
+        return None
+    if not isinstance(content, dict) or not isinstance(content.get("state_dict"), dict):
+        if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+            return (
+                "it holds bare weights (torch.save(model.state_dict())); a run's checkpoint (checkpoints/*.ckpt, or "
+                "trainer.save_checkpoint) also holds the model's settings"
+            )
+        keys = f"keys {sorted(map(str, content))[:8]}" if isinstance(content, dict) else type(content).__name__
+        return f"it holds no 'state_dict' (found {keys}); give a checkpoint written by lightning-ae or Lightning"
+    return None

@@ -10,6 +10,7 @@ DataModule, the models, the callbacks, the data files, checkpoints and the study
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import sys
@@ -363,7 +364,7 @@ def test_a_file_that_is_no_checkpoint(tmp_path, monkeypatch, capsys):
     assert_refused(code, err, "is not a complete checkpoint (truncated, or not written by torch)", tmp_path)
 
 
-def test_a_legacy_format_checkpoint_is_read_not_called_truncated(tmp_path, monkeypatch, capsys):
+def test_a_legacy_format_checkpoint_is_read_not_called_truncated(tmp_path, monkeypatch, capsys, caplog):
     """torch.save's pre-1.6 format has no zip directory; it was refused as "truncated"."""
     import pytorch_lightning as pl
 
@@ -374,8 +375,9 @@ def test_a_legacy_format_checkpoint_is_read_not_called_truncated(tmp_path, monke
     torch.save(state, checkpoint, _use_new_zipfile_serialization=False)
     argv = ["test", "--config", str(BASIC), *FAST, "--model.init_args.code_dim", "8", "--ckpt_path", str(checkpoint)]
     code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
-    assert code == 0, err[-2000:]
-    assert "not a complete checkpoint" not in err
+    # Read and tested: an untrained model's test loss is far above the mean image's, so the run is no result (3).
+    assert code == 3, err[-2000:]
+    assert "not a complete checkpoint" not in err and "the run is no result" in caplog.text
 
 
 class Payload:
@@ -434,6 +436,40 @@ STUDIES = [
         "experiment name='../../../../escaped_exp' cannot be a file or folder name: it holds a path separator",
     ),
     ("experiment-newline", 'name: x\nexperiments: {"a\\nb": {config: CONFIG}}\n', "invisible character '\\n'"),
+    # From the third hostile pass (issue 28): refused when the study loads, not run by run with tracebacks.
+    (
+        "override-key-typo",
+        "name: x\nexperiments: {a: {config: CONFIG, overrides: {model.init_args.cod_dim: 8}}}\n",
+        "Option 'cod_dim' is not accepted",
+    ),
+    (
+        "override-nan",
+        "name: x\nexperiments: {a: {config: CONFIG, overrides: {model.init_args.optimizer.init_args.lr: .nan}}}\n",
+        "lr=nan: not a finite number",
+    ),
+    (
+        "grid-value-type",
+        "name: x\nexperiments: {a: {config: CONFIG, grid: {model.init_args.code_dim: [8, two]}}}\n",
+        "Expected a <class 'int'>. Got value: two",
+    ),
+    ("seeds-billion", "name: x\nseeds: 1000000000\nexperiments: {a: {config: CONFIG}}\n", "an integer from 1 to 1000"),
+    (
+        "grid-too-big",
+        "name: x\nseeds: 1000\nexperiments: {a: {config: CONFIG, grid: {model.init_args.code_dim: "
+        + str(list(range(1, 12)))
+        + "}}}\n",
+        "expands to more than 10,000 runs",
+    ),
+    (
+        "callback-name-typo",
+        "name: x\ncallbacks: {TSNEPlott: {max_points: 10}}\nexperiments: {a: {config: CONFIG}}\n",
+        "callbacks ['TSNEPlott'] are no callback of lightning-ae or Lightning, and in no experiment's",
+    ),
+    (
+        "overrides-not-a-mapping",
+        "name: x\nexperiments: {a: {config: CONFIG, overrides: [1]}}\n",
+        "'overrides' must map",
+    ),
     (
         "duplicate-runs",
         "name: x\nexperiments: {a: {config: CONFIG, grid: {model.init_args.code_dim: [8, 8]}}}\n",
@@ -457,8 +493,9 @@ def test_bad_study_file(tmp_path, monkeypatch, capsys, text, message):
         (["--shard", "3/2"], "--shard '3/2' is not valid; valid: K/N with 1 <= K <= N"),
         (["--shard", "one/two"], "--shard 'one/two' is not valid"),
         (["--seeds", "0"], "seeds=0 is not valid"),
+        (["--only", "no_such_experiment"], "--only 'no_such_experiment' matches no run of study 'smoke'"),
     ],
-    ids=["shard-out-of-range", "shard-words", "seeds-flag-zero"],
+    ids=["shard-out-of-range", "shard-words", "seeds-flag-zero", "only-matches-nothing"],
 )
 def test_bad_study_flag(tmp_path, monkeypatch, capsys, args, message):
     code, err = run_cli(tmp_path, monkeypatch, capsys, ["study", str(REPO / "configs/study/smoke.yaml"), *args])
@@ -610,3 +647,148 @@ def test_resuming_from_a_cut_off_last_checkpoint_goes_back_to_the_last_good_one(
     assert last.with_name("last.ckpt.corrupt").exists() and "is not a complete checkpoint" in caplog.text
     assert "Restored all states from the checkpoint at" in caplog.text and "best-epoch0.ckpt" in caplog.text
     assert [p.name for p in folder.glob("lightning_logs/*/version_*")] == ["version_0"]
+
+
+# -- the third hostile pass (issue 28): no silent wrong number, no lost result --------------------------
+
+
+def _copy_of(trained_run: Path, folder: Path) -> tuple[Path, Path]:
+    shutil.copytree(trained_run, folder)
+    [checkpoint] = folder.glob("lightning_logs/*/version_0/checkpoints/last.ckpt")
+    return folder, checkpoint
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [("nan", "is not finite"), ("far-off", "times the mean training image's")],
+    ids=["nan-weights", "far-worse-than-the-mean-image"],
+)
+def test_testing_weights_that_give_no_result_is_never_a_clean_tested_run(
+    trained_run, tmp_path, monkeypatch, capsys, caplog, damage, said
+):
+    """Before, a checkpoint with NaN weights tested "tested", exit 0, every loss null; a model far worse than the
+    mean image (lr 1e6 that stayed under the divergence guard's factor) was "tested", exit 0, too."""
+    folder, checkpoint = _copy_of(trained_run, tmp_path / "run")
+    state = torch.load(checkpoint, weights_only=True)
+    for name, tensor in state["state_dict"].items():
+        if damage == "nan" and name.endswith("weight"):
+            tensor[0] = float("nan")
+        elif damage == "far-off" and "decoder" in name and name.endswith("bias"):
+            tensor += 8.0  # every pixel predicted nearly white
+    torch.save(state, checkpoint)
+    argv = ["test", "--config", str(BASIC), *RESUME_BASE[:4], "--ckpt_path", str(checkpoint)]
+    code, err = run_cli(folder, monkeypatch, capsys, argv)
+    assert code == 3, err[-3000:]
+    assert "the run is no result" in caplog.text and said in caplog.text
+    [results_file] = folder.glob("lightning_logs/*/version_1/results.json")
+    results = json.loads(results_file.read_text())
+    assert results["status"] == "diverged" and said in results["diverged"]["message"]
+
+
+def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_and_the_first_results_kept(
+    tmp_path, monkeypatch, capsys
+):
+    """Before, the second `--trainer.logger false` run overwrote ./results.json without a word."""
+    no_logger = ["fit", "--config", str(BASIC), *FAST, "--trainer.logger", "false"]
+    code, err = run_cli(tmp_path, monkeypatch, capsys, no_logger)
+    assert code == 0, err[-3000:]
+    first = (tmp_path / "results.json").read_text()
+    code, err = run_cli(tmp_path, monkeypatch, capsys, [*no_logger, "--model.init_args.code_dim", "8"])
+    assert code == 2 and "results.json holds the results of another run" in err, err[-3000:]
+    assert (tmp_path / "results.json").read_text() == first
+
+
+def test_a_run_that_another_process_is_writing_is_refused(trained_run, tmp_path, monkeypatch, capsys):
+    """Before, two simultaneous `--ckpt_path last` resumes of one run both wrote version_0, with no lock."""
+    import subprocess
+
+    folder, checkpoint = _copy_of(trained_run, tmp_path / "run")
+    holder = subprocess.Popen(  # another process holding the run folder, as a running resume does
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from lightning_ae.files import lock_folder; "
+            f"lock = lock_folder(Path({str(checkpoint.parent.parent)!r}), 'a run'); print('held', flush=True); "
+            "time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        again = ["fit", "--config", str(BASIC), *RESUME_BASE, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+        code, err = run_cli(folder, monkeypatch, capsys, again)
+    finally:
+        holder.kill()
+    assert code == 2 and f"is in use: another process (pid {holder.pid})" in err, err[-3000:]
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 0, "the run was not trained on"
+
+
+def test_a_damaged_session_journal_is_refused_not_silently_replaced(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "sessions.json").write_text('[{"id": "a", "wall_seconds": 600}')  # cut off
+    smoke = str(REPO / "configs/study/smoke.yaml")
+    code, err = run_cli(tmp_path, monkeypatch, capsys, ["study", smoke, "--folder", str(folder)])
+    assert code == 2 and "sessions.json is damaged" in err and "move it aside" in err, err[-3000:]
+    assert (folder / "sessions.json").read_text() == '[{"id": "a", "wall_seconds": 600}'
+    assert sorted(p.name for p in folder.iterdir()) == ["sessions.json"]
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [({"epoch": 3, "weights": [1.0]}, "it holds no 'state_dict'"), ("bare", "it holds bare weights")],
+    ids=["no-state-dict", "bare-state-dict"],
+)
+def test_a_checkpoint_that_is_not_a_lightning_checkpoint(tmp_path, monkeypatch, capsys, content, said):
+    """Before: a KeyError traceback."""
+    from lightning_ae.models import Autoencoder
+
+    checkpoint = tmp_path / "model.ckpt"
+    torch.save(Autoencoder(code_dim=8).state_dict() if content == "bare" else content, checkpoint)
+    for command in ("test", "fit"):
+        argv = [command, "--config", str(BASIC), *FAST, "--ckpt_path", str(checkpoint)]
+        code, err = run_cli(tmp_path, monkeypatch, capsys, argv)
+        assert code == 2
+        assert_refused(code, err, f"is not a Lightning checkpoint: {said}", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"status": "tested", "model": "Autoencoder", "ae": {"test/bce_per_pixel": NaN}}', "holds NaN"),
+        ('{"status": "tested", "model": "Autoencoder", "ae": {"test/bce_per_pixel": "low"}}', "is 'low', not a number"),
+        ('{"status": "tested", "epochs": "ten"}', "'epochs' is 'ten', not a whole number"),
+        ("[1, 2]", "it holds a JSON list"),
+    ],
+    ids=["nan", "text-for-a-number", "text-for-a-count", "a-list"],
+)
+def test_a_damaged_results_file_is_named_and_left_out_not_blocking_the_report(
+    tmp_path, monkeypatch, capsys, caplog, text, said
+):
+    """Before, one NaN (or a wrong-typed value) in one run's results.json stopped the report with an error naming
+    no file."""
+    from lightning_ae.study.spec import load_study
+
+    smoke = REPO / "configs/study/smoke.yaml"
+    folder = tmp_path / "study"
+    run = load_study(smoke).runs[0]
+    (folder / "runs" / run.run_id).mkdir(parents=True)
+    (folder / "runs" / run.run_id / "results.json").write_text(text)
+    with caplog.at_level("WARNING"):
+        code, err = run_cli(tmp_path, monkeypatch, capsys, ["report", str(smoke), "--folder", str(folder)])
+    assert code == 0, err[-3000:]
+    assert f"{run.run_id}/results.json is damaged" in caplog.text and said in caplog.text
+    page = (tmp_path / "reports" / "smoke" / "report.md").read_text()
+    assert "run with a damaged results.json" in page and run.describe() in page
+
+
+def test_a_pipeline_stage_whose_results_file_is_a_list_is_set_aside_and_redone(tmp_path):
+    """Before: `AttributeError: 'list' object has no attribute 'get'`, a traceback."""
+    from lightning_ae.pretraining import LayerwisePretraining
+
+    stage = tmp_path / "layer1"
+    stage.mkdir()
+    (stage / "results.json").write_text("[1, 2]")
+    assert LayerwisePretraining._finished(stage) is None
+    assert sorted(p.name for p in stage.iterdir()) == ["results.json.corrupt"]

@@ -53,7 +53,7 @@ class EmbeddingProjector(EvaluationCallback):
     def __init__(self, max_items: int = 10000, tag: str = "codes") -> None:
         super().__init__()
         _check_count("max_items", max_items, MAX_SPRITE_ITEMS)
-        self.max_items, self.tag = max_items, tag
+        self.max_items, self.tag = max_items, check_path_segment("tag", tag)  # the projector's folder is named after it
 
     @staticmethod
     def sprite_side_px(count: int, thumbnail_px: int) -> int:
@@ -126,7 +126,8 @@ class TSNEPlot(EvaluationCallback):
             raise ValueError("filename=None is not valid; valid: a name ending in .png.")
         self.max_points, self.perplexity, self.seed = max_points, perplexity, seed
         self.filename = check_path_segment("filename", filename)
-        self.pca_filename, self.implementation = pca_filename, implementation
+        self.pca_filename = None if pca_filename is None else check_path_segment("pca_filename", pca_filename)
+        self.implementation = implementation
 
     def embed(self, codes: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[np.ndarray, str]:
         """The map's points on the host, and its title; t-SNE runs on `device` (default: where the codes are)."""

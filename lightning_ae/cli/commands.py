@@ -22,7 +22,7 @@ from lightning_ae.data import DATASETS, ImageDataModule
 from lightning_ae.data.datamodule import LAYOUTS
 from lightning_ae.experiment import StageDiverged, lightning_cli, run_pipeline
 from lightning_ae.study.report import write_report
-from lightning_ae.study.runner import Shard, run_study, select, summary_table
+from lightning_ae.study.runner import Shard, check_runs, run_study, select, summary_table
 from lightning_ae.study.spec import Study, load_study
 
 
@@ -83,6 +83,13 @@ def study(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     spec, folder = _load_study(args)
     shard = Shard.parse(args.shard) if args.shard else None
+    if args.only and not select(spec, None, args.only):
+        experiments = ", ".join(dict.fromkeys(run.experiment for run in spec.runs))
+        raise ValueError(
+            f"--only {args.only!r} matches no run of study {spec.name!r} (its experiments: {experiments}); "
+            "`--dry-run` lists every run id."
+        )
+    check_runs(spec)  # every run's config parses, before any runs
     print(f"study {spec.name}: {len(spec.runs)} runs{f', shard {args.shard}' if shard else ''}; folder {folder}")
     outcome = run_study(spec, folder, shard=shard, only=args.only, dry_run=args.dry_run)
     if args.dry_run:

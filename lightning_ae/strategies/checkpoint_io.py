@@ -9,6 +9,10 @@ replaces it in one rename: readers find the previous checkpoint or the complete 
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -27,7 +31,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         with atomic_write(path) as handle:
-            torch.save(checkpoint, handle)
+            try:
+                torch.save(checkpoint, handle)
+            except RuntimeError as err:
+                raise write_failure(err, Path(path)) from err
+
+
+# What torch's zip writer says when the file stops taking bytes (a full disk): its own text, not the OS error.
+TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
+NEARLY_FULL = 64 * 2**20  # bytes free below which a failed write is put down to a full disk
+
+
+def write_failure(err: RuntimeError, path: Path) -> BaseException:
+    """torch's RuntimeError for a checkpoint it could not write on a (nearly) full disk, as the OSError it stands
+    for, naming the file; any other RuntimeError as it is."""
+    if not any(text in str(err) for text in TORCH_WRITE_FAILURES):
+        return err
+    try:
+        full = shutil.disk_usage(path.parent).free < NEARLY_FULL
+    except OSError:
+        full = False
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if full else err
 
 
 def use_atomic_checkpoints(trainer: pl.Trainer) -> None:

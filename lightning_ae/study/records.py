@@ -38,7 +38,7 @@ def read_sessions(folder: Path) -> list[dict[str, Any]]:
         sessions = json.loads(path.read_text(), parse_constant=lambda name: float("nan"))
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError) as err:  # another OSError (a file where the folder should be) is no damage
         problem = f"not readable JSON ({err})"
     else:
         if isinstance(sessions, list) and all(isinstance(s, dict) for s in sessions):

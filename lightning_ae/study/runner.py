@@ -24,11 +24,13 @@ import fcntl
 import fnmatch
 import gc
 import hashlib
+import json
 import logging
 import os
 import sys
 import time
 import uuid
+from argparse import ArgumentError
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,11 +38,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lightning_ae.experiment import StageDiverged, lightning_cli, run_pipeline
+from lightning_ae.experiment import StageDiverged, config_checkers, is_callback_name, lightning_cli, run_pipeline
 from lightning_ae.files import atomic_write, resumable_checkpoint, set_aside, write_json
 from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.records import damaged_results, read_results, read_sessions, run_seconds
-from lightning_ae.study.spec import RunSpec, Study
+from lightning_ae.study.spec import RunSpec, Study, StudyError
 
 __all__ = ["Shard", "read_results", "read_sessions", "run_lock", "run_seconds", "run_status", "run_study"]
 
@@ -172,6 +174,29 @@ def execute(run: RunSpec, run_dir: Path) -> None:
         sys.argv = argv
 
 
+def check_runs(study: Study) -> None:
+    """Every run's config checked as the command that runs it will parse it (a key typo'd in an override, a grid
+    value of the wrong type, .nan), before anything runs: a bad study is refused as a whole, not run by run."""
+    if unknown := [name for name in study.unused_callbacks if not is_callback_name(name)]:
+        raise StudyError(
+            f"study file {study.source}: callbacks {unknown} are no callback of lightning-ae or Lightning, and in no "
+            "experiment's trainer.callbacks; check the spelling."
+        )
+    checkers = config_checkers()
+    checked: set[tuple[str, str]] = set()
+    for run in study.runs:
+        point = (run.experiment, json.dumps(run.labels, sort_keys=True, default=str))
+        if point in checked:  # the other seeds of a grid point differ only in their seed
+            continue
+        checked.add(point)
+        try:
+            checkers[run.kind](run.config)
+        except ArgumentError as err:
+            raise ArgumentError(None, f"study file {study.source}: run {run.describe()}: {err}") from None
+        except ValueError as err:
+            raise StudyError(f"study file {study.source}: run {run.describe()}: {err}") from None
+
+
 def select(study: Study, shard: Shard | None = None, only: str | None = None) -> list[RunSpec]:
     runs = study.runs
     if shard is not None:
@@ -202,6 +227,7 @@ def run_study(
             status = run_status(folder / "runs" / run.run_id)
             print(f"[{number}/{len(runs)}] {status:8s} {run.run_id}  {run.describe()}")
         return outcome
+    read_sessions(folder)  # a damaged journal is refused before anything is written (DamagedJournal)
     with study_session(folder, shard, only) as session:
         try:
             _run_all(runs, folder, outcome)

@@ -51,6 +51,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lightning_ae.checks import check_expansion, check_path_segment
 
 KINDS = ("fit", "pretrain")
+MAX_SEEDS = 1000
+MAX_RUNS = 10_000  # a study this big is a typo, or several studies
 STUDY_KEYS = {"name", "description", "every_run", "callbacks", "experiments", "seeds"}
 EXPERIMENT_KEYS = {"config", "pipeline", "grid", "overrides", "description", "seeds"}
 
@@ -85,6 +87,7 @@ class Study:
     description: str
     runs: list[RunSpec]
     source: Path
+    unused_callbacks: list[str] = field(default_factory=list)  # names under `callbacks:` that no experiment has
 
 
 def _plain(node: Any) -> Any:
@@ -144,12 +147,16 @@ def _merges(present: Any, new: dict[str, Any], section: bool) -> bool:
     return section
 
 
-def _apply_callbacks(config: dict[str, Any], callbacks: dict[str, dict[str, Any]], where: str) -> None:
+def _apply_callbacks(config: dict[str, Any], callbacks: dict[str, dict[str, Any]], where: str) -> set[str]:
+    """Merge the study's `callbacks:` init_args into the run's callbacks of those names; the names it has."""
     present = config.get("trainer", {}).get("callbacks") or []
     names = {entry.get("class_path", "").rsplit(".", 1)[-1]: entry for entry in present if isinstance(entry, dict)}
     for name, args in callbacks.items():
         if name in names:
+            if not isinstance(args, dict | None):
+                raise StudyError(f"{where}: callbacks.{name} must map init_args to values; got {args!r}.")
             names[name].setdefault("init_args", {}).update(args or {})
+    return set(names)
 
 
 def _load_configs(paths: list[Path], where: str) -> dict[str, Any]:
@@ -194,9 +201,14 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
     if not isinstance(experiments, dict) or not experiments:
         raise StudyError(f"study file {path}: 'experiments' must be a non-empty mapping of name -> experiment.")
     seeds = seeds if seeds is not None else raw.get("seeds", 1)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
-        raise StudyError(f"study file {path}: seeds={seeds!r} is not valid; valid: a positive integer.")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 0 < seeds <= MAX_SEEDS:
+        raise StudyError(f"study file {path}: seeds={seeds!r} is not valid; valid: an integer from 1 to {MAX_SEEDS}.")
     every_run, callbacks = raw.get("every_run") or {}, raw.get("callbacks") or {}
+    for key, value in (("every_run", every_run), ("callbacks", callbacks)):
+        if not isinstance(value, dict):
+            raise StudyError(f"study file {path}: {key!r} must be a mapping; got {value!r}.")
+    _check_size(path, experiments, seeds)
+    callback_names: set[str] = set()
     root = path.resolve().parent
     runs: list[RunSpec] = []
     for experiment, spec in experiments.items():
@@ -218,6 +230,8 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
             raise StudyError(f"{where}: {key!r} must be a config file or a non-empty list of config files.")
         base = [_find(f, root) for f in files]
         grid = spec.get("grid") or {}
+        if not isinstance(spec.get("overrides") or {}, dict):
+            raise StudyError(f"{where}: 'overrides' must map dotted keys to values; got {spec.get('overrides')!r}.")
         if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
             raise StudyError(f"{where}: 'grid' must map each dotted key to a non-empty list of values.")
         seeds_for = _seeds_rule(spec.get("seeds"), seeds, grid, where)
@@ -235,26 +249,46 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
                     _set(config, "seed", seed, where)
                 config = _plain(config)
                 if kind == "fit":
-                    _apply_callbacks(config, callbacks, where)
+                    callback_names |= _apply_callbacks(config, callbacks, where)
                 runs.append(RunSpec(experiment, kind, config, seed, labels))
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
         raise StudyError(f"study file {path}: two runs resolve to the same config; remove the duplicate grid values.")
-    return Study(name, raw.get("description", ""), runs, path)
+    # Names no experiment has: checked against the callback classes when the study runs (a typo is refused there).
+    return Study(name, raw.get("description", ""), runs, path, sorted(set(callbacks) - callback_names))
+
+
+def _check_size(path: Path, experiments: dict[str, Any], seeds: int) -> None:
+    """Refuse a study of more than MAX_RUNS runs before expanding it (a typo'd seed count would spin for hours)."""
+    total = 0
+    for spec in experiments.values():
+        grid = spec.get("grid") if isinstance(spec, dict) else None
+        points = 1
+        for values in (grid or {}).values() if isinstance(grid, dict) else ():
+            points *= len(values) if isinstance(values, list) else 1
+        rule = spec.get("seeds") if isinstance(spec, dict) else None
+        count = rule.get("count") if isinstance(rule, dict) else rule
+        per_point = max(count, seeds) if isinstance(count, int) and not isinstance(count, bool) else seeds
+        total += points * per_point
+        if total > MAX_RUNS:
+            raise StudyError(
+                f"study file {path}: it expands to more than {MAX_RUNS:,} runs (grid points times seeds); split it "
+                "into several studies, or check the seed counts and grids for a typo."
+            )
 
 
 def _seeds_rule(rule: Any, default: int, grid: dict[str, list], where: str):
     """How many seeds a grid point gets: the experiment's `seeds` (a count, or {count, where}), else the study's."""
     if rule is None:
         return lambda labels: default
-    if isinstance(rule, int) and not isinstance(rule, bool) and rule > 0:
+    if isinstance(rule, int) and not isinstance(rule, bool) and 0 < rule <= MAX_SEEDS:
         return lambda labels: max(rule, default)
     valid = "a positive integer, or {count: N, where: {grid key: [values]}}"
     if not isinstance(rule, dict) or set(rule) != {"count", "where"}:
         raise StudyError(f"{where}: seeds={rule!r} is not valid; valid: {valid}.")
     count, selected = rule["count"], rule["where"]
-    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-        raise StudyError(f"{where}: seeds.count={count!r} is not valid; valid: a positive integer.")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_SEEDS:
+        raise StudyError(f"{where}: seeds.count={count!r} is not valid; valid: an integer from 1 to {MAX_SEEDS}.")
     if not isinstance(selected, dict) or not selected or any(not isinstance(v, list) for v in selected.values()):
         raise StudyError(f"{where}: seeds.where must map grid keys to lists of values; got {selected!r}.")
     if unknown := set(selected) - set(grid):
