@@ -117,6 +117,13 @@ class AutoencoderCLI(LightningCLI):
         if "weights_only" in config and config.weights_only is None:
             # A checkpoint is a pickle: read only tensors and plain values, so that loading one cannot run code.
             config.weights_only = True
+        # A callback's file is one name in the run's folder (Lightning's ModelCheckpoint takes a path: not "..").
+        for callback in config.trainer.callbacks or []:
+            init_args = callback.get("init_args") if isinstance(callback, Namespace) else None
+            for key, value in (init_args or Namespace()).items():
+                if key.endswith("filename") and isinstance(value, str) and ".." in Path(value).parts:
+                    name = str(callback.get("class_path", "")).rsplit(".", 1)[-1]
+                    raise ValueError(f"{name} {key}={value!r} leads outside the run's folder; give a plain name.")
         # Redrawing the progress bar every step costs about a quarter of a basic-AE epoch on 2 cores.
         callbacks = config.trainer.callbacks or []
         has_bar = any("ProgressBar" in str(c.get("class_path", "")) for c in callbacks if isinstance(c, Namespace))
@@ -415,4 +422,9 @@ def not_a_lightning_checkpoint(path: str | Path) -> str | None:
             )
         keys = f"keys {sorted(map(str, content))[:8]}" if isinstance(content, dict) else type(content).__name__
         return f"it holds no 'state_dict' (found {keys}); give a checkpoint written by lightning-ae or Lightning"
+    if not all(isinstance(value, torch.Tensor) for value in content["state_dict"].values()):
+        return "its 'state_dict' holds values that are not tensors"
+    for key in ("hyper_parameters", "callbacks", "loops"):
+        if content.get(key) is not None and not isinstance(content[key], dict):
+            return f"its {key!r} is a {type(content[key]).__name__}, not a mapping"
     return None

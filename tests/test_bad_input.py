@@ -63,9 +63,18 @@ FLAGS = [
     ("run-name-too-long", ["--trainer.logger.init_args.name", "n" * 300], "300 bytes long, over the 255"),
     ("save-dir-name-too-long", ["--trainer.logger.init_args.save_dir", "d" * 300], "a name in that path is too long"),
     (
+        "checkpoint-filename-escapes",
+        [
+            "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.filename",
+            "../../{epoch}",
+        ],
+        "ModelCheckpoint filename='../../{epoch}' leads outside the run's folder",
+    ),
+    (
         "results-file-escapes",
         ["--trainer.callbacks+=lightning_ae.callbacks.TSNEPlot", "--trainer.callbacks.init_args.filename", "../t.png"],
-        "filename='../t.png' cannot be a file or folder name",
+        "TSNEPlot filename='../t.png' leads outside the run's folder",
     ),
     # Lightning's own refusals, as one line.
     ("max-epochs-negative", ["--trainer.max_epochs", "-5"], "the trainer refused a setting: `max_epochs` must be"),
@@ -737,8 +746,13 @@ def test_a_damaged_session_journal_is_refused_not_silently_replaced(tmp_path, mo
 
 @pytest.mark.parametrize(
     ("content", "said"),
-    [({"epoch": 3, "weights": [1.0]}, "it holds no 'state_dict'"), ("bare", "it holds bare weights")],
-    ids=["no-state-dict", "bare-state-dict"],
+    [
+        ({"epoch": 3, "weights": [1.0]}, "it holds no 'state_dict'"),
+        ("bare", "it holds bare weights"),
+        ({"state_dict": {}, "hyper_parameters": "code_dim=8"}, "its 'hyper_parameters' is a str, not a mapping"),
+        ({"state_dict": {"encoder.0.weight": [1.0]}}, "its 'state_dict' holds values that are not tensors"),
+    ],
+    ids=["no-state-dict", "bare-state-dict", "hyper-parameters-text", "state-dict-of-lists"],
 )
 def test_a_checkpoint_that_is_not_a_lightning_checkpoint(tmp_path, monkeypatch, capsys, content, said):
     """Before: a KeyError traceback."""
@@ -792,3 +806,13 @@ def test_a_pipeline_stage_whose_results_file_is_a_list_is_set_aside_and_redone(t
     (stage / "results.json").write_text("[1, 2]")
     assert LayerwisePretraining._finished(stage) is None
     assert sorted(p.name for p in stage.iterdir()) == ["results.json.corrupt"]
+
+
+def test_validating_nan_weights_is_no_result(trained_run, tmp_path, monkeypatch, capsys):
+    folder, checkpoint = _copy_of(trained_run, tmp_path / "run")
+    state = torch.load(checkpoint, weights_only=True)
+    next(iter(v for k, v in state["state_dict"].items() if k.endswith("weight")))[0] = float("nan")
+    torch.save(state, checkpoint)
+    argv = ["validate", "--config", str(BASIC), *RESUME_BASE[:4], "--ckpt_path", str(checkpoint)]
+    code, err = run_cli(folder, monkeypatch, capsys, argv)
+    assert code == 3 and "the validation is no result: val/loss" in err, err[-3000:]

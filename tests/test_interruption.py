@@ -263,7 +263,10 @@ def test_a_signal_outside_any_run_stops_the_command_with_its_exit_code_and_one_l
         "from lightning_ae.cli import main\n"
         "sys.exit(main(['data']))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("lightning-ae: SIGTERM received: stopped at once")
     assert "Traceback" not in result.stderr

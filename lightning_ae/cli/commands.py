@@ -11,6 +11,7 @@ lightning-ae data [--dataset mnist] [--layout image]
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -31,7 +32,18 @@ def fit_and_friends(argv: list[str] | None) -> int:
     # argv=None lets LightningCLI read sys.argv itself (passing both makes it warn).
     cli = lightning_cli(argv)
     # A diverged run, or one whose test metrics are no result, has already said where and what to try.
-    return 3 if run_failure(cli.trainer) is not None else 0
+    if run_failure(cli.trainer) is not None:
+        return 3
+    if cli.subcommand == "validate" and (bad := non_finite_metrics(cli.trainer.callback_metrics)):
+        print(
+            f"lightning-ae: the validation is no result: {', '.join(bad)} not finite (NaN weights?).", file=sys.stderr
+        )
+        return 3
+    return 0
+
+
+def non_finite_metrics(metrics: dict) -> list[str]:
+    return [key for key, value in metrics.items() if not math.isfinite(float(value))]
 
 
 def pretrain(argv: list[str]) -> int:
