@@ -22,7 +22,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from lightning_ae.callbacks import PredictionWriter, ResultsJSON, every_run_callbacks
+from lightning_ae.callbacks import PredictionWriter, ResultsJSON, every_run_callbacks, progress_bar
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_path_segment, non_finite_values
 from lightning_ae.data import ImageDataModule
@@ -33,8 +33,6 @@ from lightning_ae.strategies import use_atomic_checkpoints
 DEFAULT_LOG_DIR = "lightning_logs"
 TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
 AUTO_NAME = "auto"
-PROGRESS_BAR = "pytorch_lightning.callbacks.TQDMProgressBar"
-PROGRESS_REFRESH_STEPS = 50
 
 
 def run_name(model_config, data_config=None) -> str:
@@ -124,12 +122,12 @@ class AutoencoderCLI(LightningCLI):
                 if key.endswith("filename") and isinstance(value, str) and ".." in Path(value).parts:
                     name = str(callback.get("class_path", "")).rsplit(".", 1)[-1]
                     raise ValueError(f"{name} {key}={value!r} leads outside the run's folder; give a plain name.")
-        # Redrawing the progress bar every step costs about a quarter of a basic-AE epoch on 2 cores.
         callbacks = config.trainer.callbacks or []
         has_bar = any("ProgressBar" in str(c.get("class_path", "")) for c in callbacks if isinstance(c, Namespace))
         if config.trainer.enable_progress_bar is not False and not has_bar:
-            bar = Namespace(class_path=PROGRESS_BAR, init_args=Namespace(refresh_rate=PROGRESS_REFRESH_STEPS))
-            config.trainer.callbacks = [*callbacks, bar]
+            # On a terminal a bar redrawn in place; in a log or a CI console one line per epoch.
+            bar = type(progress_bar())
+            config.trainer.callbacks = [*callbacks, Namespace(class_path=f"{bar.__module__}.{bar.__qualname__}")]
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -33,11 +33,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lightning_ae.callbacks import ResultsJSON, every_run_callbacks
+from lightning_ae.callbacks import ResultsJSON, every_run_callbacks, progress_bar
 from lightning_ae.callbacks.results import diverged, run_failure
 from lightning_ae.checks import check_dropout, check_positive_int
 from lightning_ae.data import ImageDataModule
@@ -244,7 +244,7 @@ class LayerwisePretraining:
                 ),
                 results,
                 *every_run_callbacks(),  # HParams, divergence guard, clean Ctrl+C/SIGTERM, exact resumption
-                TQDMProgressBar(refresh_rate=50),
+                progress_bar(),
                 *stopping,
             ],
             enable_model_summary=False,

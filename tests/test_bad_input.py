@@ -519,7 +519,7 @@ OTHER_COMMANDS = [
     ("predict-untrained", ["predict", "--config", "BASIC"], "predict evaluates a trained model: give --ckpt_path"),
     ("test-untrained", ["test", "--config", "BASIC"], "test evaluates a trained model: give --ckpt_path"),
     ("validate-untrained", ["validate", "--config", "BASIC"], "validate evaluates a trained model"),
-    ("subcommand-typo", ["fitt", "--config", "BASIC"], "invalid choice: 'fitt'"),
+    ("subcommand-typo", ["fitt", "--config", "BASIC"], "'fitt' is not a command; commands: fit, validate, test"),
     ("pretrain-missing-config", ["pretrain", "--config", "nope.yaml"], "config: File does not exist"),
     ("pretrain-output-is-a-file", ["pretrain", "--config", "PRETRAIN", "--output_dir", "FILE"], "a file is in the way"),
     ("study-folder-is-a-file", ["study", "SMOKE", "--folder", "FILE"], "a file is in the way"),

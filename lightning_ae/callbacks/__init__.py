@@ -11,6 +11,7 @@ from lightning_ae.callbacks.interruption import GracefulInterruption, RunInterru
 from lightning_ae.callbacks.knn import KNNEvaluator
 from lightning_ae.callbacks.pca import PCABaseline
 from lightning_ae.callbacks.predictions import PredictionWriter
+from lightning_ae.callbacks.progress import EpochLines, progress_bar
 from lightning_ae.callbacks.random_state import RandomStateInCheckpoints
 from lightning_ae.callbacks.results import ResultsJSON
 
@@ -18,6 +19,7 @@ __all__ = [
     "DenoisingReference",
     "DivergenceGuard",
     "EmbeddingProjector",
+    "EpochLines",
     "EvaluationCallback",
     "GracefulInterruption",
     "HParamsSummary",
@@ -31,4 +33,5 @@ __all__ = [
     "RunInterrupted",
     "TSNEPlot",
     "every_run_callbacks",
+    "progress_bar",
 ]

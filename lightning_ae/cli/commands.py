@@ -11,13 +11,15 @@ lightning-ae data [--dataset mnist] [--layout image]
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
 from lightning_ae.callbacks.interruption import RESUME_FIT, RESUME_RERUN
-from lightning_ae.callbacks.results import run_failure
+from lightning_ae.callbacks.results import ResultsJSON, run_failure
 from lightning_ae.cli.errors import check_files, translated
 from lightning_ae.data import DATASETS, ImageDataModule
 from lightning_ae.data.datamodule import LAYOUTS
@@ -31,6 +33,8 @@ def fit_and_friends(argv: list[str] | None) -> int:
     """Lightning's own subcommands (fit, validate, test, predict) on a config."""
     # argv=None lets LightningCLI read sys.argv itself (passing both makes it warn).
     cli = lightning_cli(argv)
+    if cli.subcommand in ("fit", "test"):
+        print(where_it_went(cli.trainer), flush=True)
     # A diverged run, or one whose test metrics are no result, has already said where and what to try.
     if run_failure(cli.trainer) is not None:
         return 3
@@ -126,9 +130,28 @@ def report(argv: list[str]) -> int:
     return 0
 
 
+def where_it_went(trainer) -> str:
+    """One line: where the run's results.json, best checkpoint and TensorBoard logs are."""
+    parts = []
+    results = next((c for c in trainer.callbacks if isinstance(c, ResultsJSON)), None)
+    if results is not None and results.path(trainer).is_file():
+        parts.append(f"results {results.path(trainer)}")
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if best:
+        parts.append(f"best checkpoint {best}")
+    logger = trainer.logger
+    if logger is not None and getattr(logger, "save_dir", None):
+        parts.append(f"TensorBoard: tensorboard --logdir {logger.save_dir}")
+    return "lightning-ae: " + ("; ".join(parts) if parts else "nothing was written")
+
+
 def describe(argv: list[str]) -> int:
     """Print the model of a config layer by layer: the shape after every layer and its parameters."""
-    cli = lightning_cli(argv, run=False)
+    saved, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it sees arguments it was not given
+    try:
+        cli = lightning_cli(argv, run=False)
+    finally:
+        sys.argv = saved
     print(cli.model.describe())
     total = sum(p.numel() for p in cli.model.parameters())
     print(f"{type(cli.model).__name__}: {total:,} parameters; input {cli.datamodule.input_shape}")
@@ -165,16 +188,50 @@ def data_check(argv: list[str]) -> int:
 
 
 COMMANDS = {"data": data_check, "describe": describe, "pretrain": pretrain, "study": study, "report": report}
+# Every command, with what it does (`lightning-ae --help`); fit, validate, test and predict are Lightning's.
+OVERVIEW = {
+    "fit": "train a config, then test its best checkpoint (results.json, checkpoints, TensorBoard logs)",
+    "validate": "score a checkpoint on the validation split",
+    "test": "score a checkpoint on the test split, with the config's evaluation (results.json)",
+    "predict": "write the codes and reconstructions of the test split (predictions.pt)",
+    "describe": "print a config's model layer by layer: shapes and parameters",
+    "data": "load, verify and describe a dataset's splits",
+    "pretrain": "greedy layer-wise pre-training, then frozen and fine-tuned classifiers (homework 2.4)",
+    "study": "run a grid of runs (resumable), then write its report",
+    "report": "write a study's report from the runs present",
+}
+
+
+def overview() -> str:
+    lines = ["usage: lightning-ae COMMAND [options]   (lightning-ae COMMAND --help: every option)", "", "commands:"]
+    lines += [f"  {name:9s} {text}" for name, text in OVERVIEW.items()]
+    lines += ["", "e.g. lightning-ae fit --config configs/basic_ae.yaml --config configs/fragments/evaluation.yaml"]
+    return "\n".join(lines)
+
+
+def unknown_command(name: str) -> ValueError:
+    close = difflib.get_close_matches(name, list(OVERVIEW), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"{name!r} is not a command; commands: {', '.join(OVERVIEW)}.{hint}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
 
     def dispatch() -> int:
+        if not args or args[0] in ("-h", "--help"):
+            print(overview())
+            return 0
+        if not args[0].startswith("-") and args[0] not in OVERVIEW:
+            raise unknown_command(args[0])
         check_files(args)
-        if args and args[0] in COMMANDS:
+        if args[0] in COMMANDS:
             return COMMANDS[args[0]](args[1:])
         return fit_and_friends(argv)
+
+    # Deprecations inside Lightning's and jsonargparse's own code, which no user setting can act on.
+    warnings.filterwarnings("ignore", message=r".*was deprecated in v4\.\d+.* will be removed in v5")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
     # pretrain and study find their own checkpoints: they resume by running again, not with --ckpt_path.
     return translated(dispatch, RESUME_RERUN if args and args[0] in ("pretrain", "study") else RESUME_FIT)
