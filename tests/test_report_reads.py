@@ -113,3 +113,21 @@ def test_runs_that_saved_no_panel_or_trace_are_reported_as_such(saved_runs, tmp_
             path.with_suffix(".bak").rename(path)
     assert "No PCA panel:" in text and "saved no `pca_tsne.png`" in text
     assert "No layer trace:" in text and "saved no `layers.json`" in text
+
+
+def test_the_html_page_renders_the_reports_markdown_and_aligns_text_left(tmp_path):
+    """Before, report.html showed the Markdown as typed (backticks, *titles*) and right-aligned every column."""
+    from lightning_ae.study.document import Document, Paragraph, Table
+
+    document = Document("t")
+    document.add(
+        Paragraph("Command: `lightning-ae study x` then *Building Autoencoders in Keras*; 3 * 4 stays."),
+        Table(["activation", "test error"], [["sigmoid", "1.57% ± 0.09"]], "*flagged*: not converged"),
+    )
+    markdown, page = document.write(tmp_path)
+    text = page.read_text()
+    assert "<code>lightning-ae study x</code>" in text and "<em>Building Autoencoders in Keras</em>" in text
+    assert "`" not in text.split("<body>")[1] and "3 * 4 stays" in text
+    assert '<td class="text">sigmoid</td>' in text and '<td class="num">1.57% ± 0.09</td>' in text
+    assert "<caption><em>flagged</em>: not converged</caption>" in text
+    assert "`lightning-ae study x`" in markdown.read_text()  # the Markdown file keeps its Markdown
