@@ -140,3 +140,21 @@ def test_atomically_written_files_get_the_mode_open_gives(tmp_path):
     write_json(tmp_path / "results.json", {"a": 1})
     (tmp_path / "plain.txt").write_text("x")
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
+def test_evaluation_callbacks_in_python_are_the_evaluation_fragment_of_the_cli():
+    """`evaluation_callbacks()` (for a Trainer built in Python) and configs/fragments/evaluation.yaml (for the CLI)
+    list the same callbacks with the same settings, in the same order."""
+    import yaml
+    from conftest import REPO
+
+    from lightning_ae.callbacks import ResultsJSON, evaluation_callbacks
+
+    fragment = yaml.safe_load((REPO / "configs" / "fragments" / "evaluation.yaml").read_text())
+    entries = fragment["trainer"]["callbacks+"]
+    python = evaluation_callbacks(results=False)
+    assert [type(c).__name__ for c in python] == [e["class_path"].rsplit(".", 1)[-1] for e in entries]
+    for callback, entry in zip(python, entries, strict=True):
+        for key, value in (entry.get("init_args") or {}).items():
+            assert getattr(callback, key) == value, (type(callback).__name__, key)
+    assert isinstance(evaluation_callbacks()[0], ResultsJSON)

@@ -4,6 +4,7 @@ from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.callbacks.denoising import DenoisingReference
 from lightning_ae.callbacks.divergence import DivergenceGuard
 from lightning_ae.callbacks.embeddings import EmbeddingProjector, TSNEPlot
+from lightning_ae.callbacks.evaluation import evaluation_callbacks
 from lightning_ae.callbacks.every_run import every_run_callbacks
 from lightning_ae.callbacks.hparams import HParamsSummary
 from lightning_ae.callbacks.images import PairsGrid, ReconstructionGrid
@@ -32,6 +33,7 @@ __all__ = [
     "ResultsJSON",
     "RunInterrupted",
     "TSNEPlot",
+    "evaluation_callbacks",
     "every_run_callbacks",
     "progress_bar",
 ]
