@@ -212,27 +212,40 @@ class FolderInUse(ValueError):
     """Another process is writing the same run (or pipeline, or study run): the second command is refused."""
 
 
-def lock_folder(folder: Path, what: str) -> IO:
-    """Hold `folder/.writing.lock` (flock) for as long as the returned handle is open; FolderInUse when another
-    process holds it. The kernel releases it when the process ends, however it ends."""
+def try_lock(path: Path) -> IO | None:
+    """Hold an exclusive flock on `path` (made if absent, its folder too) for as long as the returned handle is
+    open, with this process's pid in it; None when another process holds it. The kernel releases it when the
+    process ends, however it ends."""
     import fcntl
 
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / ".writing.lock", "a+")  # noqa: SIM115 (held open past this function: that is the lock)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 (held open past this function: that is the lock)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
         handle.close()
-        raise FolderInUse(
-            f"{folder} is in use: another process (pid {holder}) is writing {what} there. Two commands must not "
-            "write one run; wait for it to end (or stop it), then run this again."
-        ) from None
+        return None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
+    return handle
+
+
+def lock_folder(folder: Path, what: str) -> IO:
+    """Hold `folder/.writing.lock` for as long as the returned handle is open (`try_lock`); FolderInUse when another
+    process holds it."""
+    path = folder / ".writing.lock"
+    handle = try_lock(path)
+    if handle is None:
+        try:
+            holder = path.read_text().strip() or "?"
+        except OSError:
+            holder = "?"
+        raise FolderInUse(
+            f"{folder} is in use: another process (pid {holder}) is writing {what} there. Two commands must not "
+            "write one run; wait for it to end (or stop it), then run this again."
+        )
     return handle
 
 

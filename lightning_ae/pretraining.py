@@ -38,7 +38,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from lightning_ae.callbacks import ResultsJSON, every_run_callbacks, progress_bar
-from lightning_ae.callbacks.results import diverged, run_failure
+from lightning_ae.callbacks.results import diverged, failure_record
 from lightning_ae.checks import check_dropout, check_positive_int
 from lightning_ae.data import ImageDataModule
 from lightning_ae.data.corruptions import Masking
@@ -288,12 +288,10 @@ class LayerwisePretraining:
         trainer.fit(model, datamodule=datamodule, ckpt_path=path, weights_only=True)
         if diverged(trainer) is None:
             trainer.test(model, datamodule=datamodule, ckpt_path="best", weights_only=True)
-        if (failure := run_failure(trainer)) is not None:
-            message = f"stage {name!r}: {failure}"
+        if (failure := failure_record(trainer)) is not None:
+            message = f"stage {name!r}: {failure['message']}"
             # The pipeline's results say so (a study lists it as diverged, not failed), with no metric values.
-            stage_results, _ = read_results_file(stage_dir / "results.json")
-            stage_results = stage_results or {}
-            record = {**(stage_results.get("diverged") or {}), "stage": name, "message": message}
+            record = {**failure, "stage": name, "message": message}
             write_json(
                 self.output_dir / "results.json",
                 {"status": "diverged", "model": "LayerwisePretraining", "config": self.config, "diverged": record},

@@ -53,15 +53,22 @@ def diverged(trainer: pl.Trainer) -> DivergenceGuard | None:
     return None
 
 
-def run_failure(trainer: pl.Trainer) -> str | None:
-    """Why the run's numbers are no result (it diverged in training, or its test metrics are not finite or far
-    worse than the trivial predictor's), else None; its results.json then says "diverged"."""
+def failure_record(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """Where and why the run's numbers are no result (it diverged in training, or its test metrics are not finite
+    or far worse than the trivial predictor's), with its `message`; None when they are a result. Its results.json
+    then says "diverged" and holds this record."""
     if (guard := diverged(trainer)) is not None:
-        return guard.message
+        return {**guard.diverged, "message": guard.message}
     for callback in trainer.callbacks:
         if isinstance(callback, ResultsJSON) and callback.test_failure is not None:
-            return callback.test_failure["message"]
+            return callback.test_failure
     return None
+
+
+def run_failure(trainer: pl.Trainer) -> str | None:
+    """The message of `failure_record`, or None."""
+    record = failure_record(trainer)
+    return None if record is None else record["message"]
 
 
 def failed_test_record(
@@ -323,8 +330,7 @@ class ResultsJSON(pl.Callback):
         timings["wall_seconds"] = time.perf_counter() - (self.started or self.phase_started) + self.earlier_fit_seconds
         checkpoint = trainer.checkpoint_callback
         best_score = getattr(checkpoint, "best_model_score", None)
-        guard = diverged(trainer)
-        record = {**guard.diverged, "message": guard.message} if guard is not None else self.test_failure
+        record = failure_record(trainer)
         if record is not None:
             # Nothing beyond "no" can be said of a diverged run: it has no metric values.
             because = record["message"].split(":")[0]  # "training diverged at epoch E, step S"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import NoReturn
 
 from lightning_ae.callbacks.interruption import RESUME_FIT, RESUME_RERUN
 from lightning_ae.callbacks.results import ResultsJSON, run_failure
+from lightning_ae.checks import non_finite_values
 from lightning_ae.cli.errors import check_files, translated
 from lightning_ae.data import DATASETS, ImageDataModule
 from lightning_ae.data.datamodule import LAYOUTS
@@ -38,16 +38,13 @@ def fit_and_friends(argv: list[str] | None) -> int:
     # A diverged run, or one whose test metrics are no result, has already said where and what to try.
     if run_failure(cli.trainer) is not None:
         return 3
-    if cli.subcommand == "validate" and (bad := non_finite_metrics(cli.trainer.callback_metrics)):
+    metrics = {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
+    if cli.subcommand == "validate" and (bad := non_finite_values(metrics)):
         print(
             f"lightning-ae: the validation is no result: {', '.join(bad)} not finite (NaN weights?).", file=sys.stderr
         )
         return 3
     return 0
-
-
-def non_finite_metrics(metrics: dict) -> list[str]:
-    return [key for key, value in metrics.items() if not math.isfinite(float(value))]
 
 
 def pretrain(argv: list[str]) -> int:

@@ -26,7 +26,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 import uuid
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_ae.experiment import StageDiverged, config_checkers, is_callback_name, lightning_cli, run_pipeline
-from lightning_ae.files import atomic_write, resumable_checkpoint, set_aside, write_json
+from lightning_ae.files import atomic_write, resumable_checkpoint, set_aside, try_lock, write_json
 from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.records import damaged_results, read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study, StudyError
@@ -82,21 +81,14 @@ def run_status(run_dir: Path) -> str:
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[bool]:
     """Yields True when this process holds the run's lock, False when another process does."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    handle = try_lock(run_dir / ".lock")
+    if handle is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        handle.close()
 
 
 def _record_session(folder: Path, session: dict[str, Any]) -> None:
