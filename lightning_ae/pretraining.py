@@ -52,9 +52,8 @@ from lightning_ae.files import (
     write_json,
 )
 from lightning_ae.models import Autoencoder, Classifier
-from lightning_ae.models.classifier import sgd_momentum
 from lightning_ae.models.layers import ACTIVATIONS
-from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
+from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, adam_lr1e3, reduce_lr_on_plateau
 from lightning_ae.strategies import GroupedSteps, use_atomic_checkpoints
 
 log = logging.getLogger(__name__)
@@ -78,10 +77,10 @@ class Stage:
     """
 
     epochs: int = 20
-    batch_size: int = 25
-    optimizer: OptimizerCallable = field(default=sgd_momentum)
-    scheduler: LRSchedulerCallable | None = None
-    patience: int | None = None
+    batch_size: int = 128
+    optimizer: OptimizerCallable = field(default=adam_lr1e3)
+    scheduler: LRSchedulerCallable | None = field(default=reduce_lr_on_plateau)
+    patience: int | None = 3
     dropout: float = 0.0
     input_dropout: float = 0.0
     masking: float | None = None
@@ -131,7 +130,10 @@ class LayerwisePretraining:
             raise ValueError("hidden_dims is empty: layer-wise pre-training needs at least one hidden layer.")
         for size in hidden_dims:
             check_positive_int("hidden_dims", size)
-        self.layers, self.frozen, self.finetune = layers or Stage(epochs=10), frozen or Stage(), finetune or Stage()
+        # The defaults are configs/pretrain.yaml's recipe (a test holds the two together).
+        self.layers = layers or Stage()
+        self.frozen = frozen or Stage(epochs=60)
+        self.finetune = finetune or Stage(epochs=50, patience=5, dropout=0.5, input_dropout=0.2)
         for name, stage in (("layers", self.layers), ("frozen", self.frozen), ("finetune", self.finetune)):
             check_positive_int(f"{name}.epochs", stage.epochs)
             check_positive_int(f"{name}.batch_size", stage.batch_size)

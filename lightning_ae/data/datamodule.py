@@ -66,7 +66,7 @@ class ImageDataModule(pl.LightningDataModule):
         data_dir: str | None = None,
         val_size: int = 5000,
         layout: Layout = "flat",
-        batch_size: int = 32,
+        batch_size: int = 128,
         eval_batch_size: int = 1000,
         corruption: str | None = None,
         corruption_args: dict[str, Any] | None = None,

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from lightning_ae.data.datasets import MNIST
-from lightning_ae.models.base import AutoencoderBase, sgd_lr1
+from lightning_ae.models.base import AutoencoderBase
 from lightning_ae.models.layers import Activation, Loss, OutputActivation, check_code_dim
 from lightning_ae.models.layers import activation as make_activation
-from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
+from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, adam_lr3e3, reduce_lr_on_plateau
 
 
 class Autoencoder(AutoencoderBase):
@@ -44,8 +44,8 @@ class Autoencoder(AutoencoderBase):
         code_activation: Activation | None = None,
         decoder_activation: Activation | None = None,
         loss: Loss = "bce",
-        optimizer: OptimizerCallable = sgd_lr1,
-        scheduler: LRSchedulerCallable | None = None,
+        optimizer: OptimizerCallable = adam_lr3e3,
+        scheduler: LRSchedulerCallable | None = reduce_lr_on_plateau,
         input_shape: tuple[int, ...] = (MNIST.num_pixels,),
         output_activation: OutputActivation = "sigmoid",
         center_inputs: bool = True,

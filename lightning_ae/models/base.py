@@ -15,7 +15,6 @@ encoder sits for epochs on the plateau where every input gets the mean image.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +22,6 @@ from torch import Tensor, nn
 
 from lightning_ae.models.layers import Loss, OutputActivation, check_loss, check_output
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, TrainableModule
-
-
-def sgd_lr1(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """The homework's optimizer for the basic AE: plain SGD with learning rate 1.0."""
-    return torch.optim.SGD(params, lr=1.0)
 
 
 class AutoencoderBase(TrainableModule):

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from lightning_ae.data.datasets import MNIST
 from lightning_ae.models.base import AutoencoderBase
 from lightning_ae.models.layers import Loss, check_code_dim
-from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable
-
-
-def adam(params) -> torch.optim.Optimizer:
-    """The homework's optimizer for the conv AE (Keras 'adam': lr 1e-3)."""
-    return torch.optim.Adam(params, lr=1e-3)
+from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, adam_lr1e3, reduce_lr_on_plateau
 
 
 def conv_image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -53,8 +47,8 @@ class ConvAutoencoder(AutoencoderBase):
         kernel_size: int = 3,
         code_dim: int | None = None,
         loss: Loss = "bce",
-        optimizer: OptimizerCallable = adam,
-        scheduler: LRSchedulerCallable | None = None,
+        optimizer: OptimizerCallable = adam_lr1e3,
+        scheduler: LRSchedulerCallable | None = reduce_lr_on_plateau,
         input_shape: tuple[int, ...] = MNIST.image_shape,
         center_inputs: bool = True,
         init_output_bias: bool = True,
