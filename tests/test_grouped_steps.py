@@ -14,6 +14,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from lightning_ae.data import ImageDataModule
 from lightning_ae.data.loader import EpochBatchSampler
 from lightning_ae.models import Autoencoder, Classifier
+from lightning_ae.models.presets import HOMEWORK_CLASSIFIER, HOMEWORK_SGD
 from lightning_ae.strategies import GroupedBatches, GroupedSteps
 
 
@@ -47,8 +48,9 @@ def classifier_loss(model, inputs, target, labels):
 
 
 CASES = {
-    "basic_ae_sgd": (lambda: Autoencoder(code_dim=32), autoencoder_loss, 32),
-    "classifier_momentum": (lambda: Classifier(hidden_dims=[64, 32]), classifier_loss, 25),
+    # The homework's protocols: no dropout, whose masks would differ between the two loops, and no schedule.
+    "basic_ae_sgd": (lambda: Autoencoder(code_dim=32, **HOMEWORK_SGD.model), autoencoder_loss, 32),
+    "classifier_momentum": (lambda: Classifier(hidden_dims=[64, 32], **HOMEWORK_CLASSIFIER.model), classifier_loss, 25),
 }
 QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
 

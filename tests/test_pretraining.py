@@ -66,6 +66,7 @@ def test_the_classifier_computes_the_pretrained_codes_from_raw_images(datamodule
     ae.init_from_data(*datamodule.training_means())
     classifier = Classifier(hidden_dims=[48], activation="tanh")
     classifier.load_hidden_layers([ae.input_layer()])
+    classifier.eval()  # the recipe's dropout acts in training only
     images = datamodule.split("test").images[:256]
     torch.testing.assert_close(classifier.encode(images), ae.encode(images), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(ae.encoder(images), ae.encode(images))  # the centring matters
@@ -230,8 +231,8 @@ def test_classifier_bad_input():
 
 def test_dropout_acts_in_training_only_and_without_it_the_network_is_the_homeworks():
     torch.manual_seed(0)
-    plain = Classifier(hidden_dims=[50, 40])
-    with_dropout = Classifier(hidden_dims=[50, 40], dropout=0.5, input_dropout=0.2)
+    plain = Classifier(hidden_dims=[50, 40], dropout=0.0, input_dropout=0.0)
+    with_dropout = Classifier(hidden_dims=[50, 40])  # the recipe's dropout, 0.5 and 0.2 on the inputs
     assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())  # the same checkpoints as before
     assert [m.p for m in with_dropout.modules() if isinstance(m, torch.nn.Dropout)] == [0.2, 0.5, 0.5]
     with_dropout.load_hidden_layers(plain.hidden_linears)

@@ -54,10 +54,15 @@ class TrainableModule(pl.LightningModule):
         """The optimizer over the trainable parameters, and the scheduler when one is configured.
 
         Schedulers step once per epoch (Lightning's default interval); a ReduceLROnPlateau watches the
-        epoch's `val/loss` (other schedulers ignore `monitor`).
+        epoch's `val/loss` (other schedulers ignore `monitor`). A fit without validation has no `val/loss`:
+        Lightning then warns and leaves the learning rate as it is (`strict: False`), rather than stopping a
+        run that only left out the default schedule's signal.
         """
         optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "strict": False},
+        }
