@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev tools); instant when up to date
 
-test: $(STAMP) ## Run the whole test suite on the bundled MNIST (569 tests, about 8-12 min on 2 cores); what CI runs
+test: $(STAMP) ## Run the whole test suite on the bundled MNIST; what CI runs (counts, times: docs/testing.md)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP) ## The everyday tier: every test not marked slow (under a minute on 2 cores); CI runs `make test`
+test-fast: $(STAMP) ## The everyday tier: every test not marked slow; CI runs `make test`
 	$(BIN)/python -m pytest -q -m "not slow"
 
 EVALUATION := --config configs/fragments/evaluation.yaml
@@ -45,7 +45,7 @@ pretrain: $(STAMP) ## Homework 2.4 for ACT=sigmoid|tanh|relu: classifier without
 	$(BIN)/lightning-ae pretrain --config configs/pretrain.yaml --config configs/pretrain_$(ACT).yaml
 
 STUDY ?= configs/study/quick.yaml
-study: $(STAMP) ## Run a whole study (STUDY=configs/study/quick.yaml, under 15 min on 2 cores) and write its report
+study: $(STAMP) ## Run a whole study (STUDY=configs/study/quick.yaml) and write its report
 	$(BIN)/lightning-ae study $(STUDY) $(ARGS)
 
 report: $(STAMP) ## Write the report of STUDY from the results present (reports/<name>/report.md and .html)
