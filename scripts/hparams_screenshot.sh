@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# TensorBoard's HParams tab for the smoke study, as headless Chromium renders it: docs/hparams-smoke-study.png.
+# TensorBoard's HParams tab for the smoke study (`tensorboard --logdir <study folder>/runs`), as headless Chromium
+# renders it: docs/hparams-smoke-study.png.
 # Usage: scripts/hparams_screenshot.sh [STUDY_FOLDER] [OUTPUT_PNG]
 #   STUDY_FOLDER: an existing study folder to show; without it the smoke study is run into a temporary one (~1-2 min).
 # Needs chromium (Debian: apt-get install -y chromium). PYTHON defaults to the venv's interpreter.
@@ -16,7 +17,7 @@ if [[ -z $folder ]]; then
         || { cat "$work/study.log"; exit 1; }
 fi
 port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("localhost", 0)); print(s.getsockname()[1])')
-"$PYTHON" -m tensorboard.main --logdir "$folder" --port "$port" --host localhost >"$work/tensorboard.log" 2>&1 &
+"$PYTHON" -m tensorboard.main --logdir "$folder/runs" --port "$port" --host localhost >"$work/tensorboard.log" 2>&1 &
 tb_pid=$!
 for _ in $(seq 60); do  # TensorBoard answers once it has loaded the logdir
     curl -sf "http://localhost:$port/data/plugins_listing" | grep -q '"hparams"' && break

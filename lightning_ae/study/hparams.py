@@ -3,9 +3,9 @@
 Each run writes its session (its hyper-parameters; `callbacks.hparams.HParamsSummary`) and no
 experiment definition. Without any, TensorBoard builds one from all the sessions, but sorts the
 columns by name and shows only the first five hyper-parameters and five metrics (every scalar
-tag, `epoch` and `train/loss` among them). This definition, written into the study's folder
-(TensorBoard's log root), lists the same columns with the study's grid keys first and its
-headline metrics as the metrics.
+tag, `epoch` and `train/loss` among them). This definition, written into the study's `runs/`
+(so that `tensorboard --logdir` finds it given the study's folder or its `runs/`), lists the same
+columns with the study's grid keys first and its headline metrics as the metrics.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def _events(folder: Path) -> Iterator[event_pb2.Event]:
     """The events of the runs' files that hold a session or a headline metric (a byte test skips the rest)."""
     wanted = (metadata.SESSION_START_INFO_TAG.encode(), *(name.encode() for name in HEADLINE_METRICS))
     for path in sorted((folder / "runs").glob("**/*tfevents*")):
+        if path.name == EVENT_FILE:  # the definition itself
+            continue
         for record in RawEventFileLoader(str(path)).Load():
             if any(word in record for word in wanted):
                 yield event_pb2.Event.FromString(record)
@@ -90,7 +92,8 @@ def study_experiment(study: Study, folder: Path) -> api_pb2.Experiment | None:
 
 
 def write_study_hparams(study: Study, folder: Path) -> Path | None:
-    """Write (replace) the study's experiment definition into `folder`; returns its file, or None before any run."""
+    """Write (replace) the study's experiment definition into `folder`/runs; returns its file, or None before any
+    run."""
     experiment = study_experiment(study, folder)
     if experiment is None:
         return None
@@ -98,9 +101,9 @@ def write_study_hparams(study: Study, folder: Path) -> Path | None:
     # As tensorboard.plugins.hparams.summary.experiment_pb writes it (that module needs TensorFlow).
     content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment))
     definition = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=content)])
-    target = folder / EVENT_FILE
+    target = folder / "runs" / EVENT_FILE
     # Beside the target under a name without `tfevents`, so TensorBoard never reads it half-written.
-    temporary = folder / f".study-hparams.{os.getpid()}.tmp"
+    temporary = target.with_name(f".study-hparams.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:
         writer = RecordWriter(handle)
         for event in (event_pb2.Event(file_version="brain.Event:2"), event_pb2.Event(summary=definition)):
