@@ -56,6 +56,28 @@ def test_smoke_study_runs_every_run_and_reports_every_section(smoke, tmp_path):
     assert all("test/plain_ae_bce_per_pixel" in read_results(folder / "runs" / r.run_id)["ae"] for r in denoising)
 
 
+@pytest.mark.parametrize("logdir", ["runs", "."])  # `tensorboard --logdir` given the study's runs or its folder
+def test_tensorboard_shows_the_study_in_one_hparams_table(smoke, logdir):
+    from conftest import tensorboard_hparams
+
+    study, folder, _ = smoke
+    experiment, groups = tensorboard_hparams(folder / logdir)  # as TensorBoard's HParams plugin computes the tab
+    columns = [info.name for info in experiment.hparam_infos]
+    # The grid's keys first (the dashboard shows the first five), then every setting of every kind of run.
+    assert columns[:2] == ["code_dim", "data.corruption_args.p"]
+    assert {"activation", "data.corruption", "data.pair_objects", "optimizer.lr"} <= set(columns)
+    assert not [name for name in columns if name.rsplit(".", 1)[-1].startswith("_")]  # no _class_path, _instantiator
+    assert [info.name.tag for info in experiment.metric_infos] == ["test/knn_acc", "test/bce_per_pixel", "test/error"]
+    rows = {group.name.removeprefix("runs/"): group for group in groups}
+    denoising = [rows[run.run_id] for run in study.runs if run.experiment == "denoising"]
+    assert sorted(group.hparams["data.corruption_args.p"].number_value for group in denoising) == [0.25, 0.75]
+    basic = [rows[run.run_id] for run in study.runs if run.experiment == "basic_ae"]
+    assert sorted(group.hparams["code_dim"].number_value for group in basic) == [2, 8]  # d'=2 and d'=8 apart
+    assert all({m.name.tag for m in group.metric_values} == {"test/knn_acc", "test/bce_per_pixel"} for group in basic)
+    # An unset setting has no value, not the text 'none' (which would turn a numeric column into text).
+    assert not [(g.name, k) for g in groups for k, v in g.hparams.items() if v.string_value.lower() == "none"]
+
+
 def test_starting_again_skips_every_finished_run(smoke):
     study, folder, _ = smoke
     again = run_study(study, folder)

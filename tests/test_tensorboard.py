@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, tensorboard_hparams
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_ae.callbacks.hparams import flat_hparams
 from lightning_ae.cli import main
@@ -27,6 +26,7 @@ def events(tmp_path_factory) -> EventAccumulator:
     [run] = Path(folder).glob("*/version_0")  # its event files: the fit's and the test's
     accumulator = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     accumulator.Reload()
+    accumulator.logdir = folder  # TensorBoard's log root, for the HParams tab
     return accumulator
 
 
@@ -48,17 +48,19 @@ def test_no_hp_metric_placeholder(events):
 
 
 def test_the_hparams_tab_lists_the_settings_with_the_test_metrics(events):
-    content = events.PluginTagToContent("hparams")
-    data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in content.items()}
-    experiment = next(d.experiment for d in data.values() if d.HasField("experiment"))
-    session = next(d.session_start_info for d in data.values() if d.HasField("session_start_info"))
+    experiment, [group] = tensorboard_hparams(events.logdir)  # as TensorBoard's HParams plugin computes them
+    columns = [info.name for info in experiment.hparam_infos]
     metrics = {info.name.tag for info in experiment.metric_infos}
     assert {"test/bce_per_pixel", "test/mse_per_pixel"} <= metrics
-    assert session.hparams["code_dim"].number_value == 32
-    assert session.hparams["optimizer.name"].string_value == "Adam"
-    assert session.hparams["data.train_subset"].number_value == 640
+    assert {"code_dim", "optimizer.name", "data.train_subset"} <= set(columns)
+    assert group.hparams["code_dim"].number_value == 32
+    assert group.hparams["optimizer.name"].string_value == "Adam"
+    assert group.hparams["data.train_subset"].number_value == 640
+    assert not [name for name in columns if name.rsplit(".", 1)[-1].startswith("_")]  # no _class_path, _instantiator
+    # An unset setting has no value, not the text 'none' (which would turn its column into text).
+    assert not [key for key, value in group.hparams.items() if value.string_value == "none"]
 
 
 def test_hparams_are_flattened_to_what_tensorboard_accepts():
-    flat = flat_hparams({"a": {"b": 1, "c": [2, 3]}, "d": None, "e": True, "f": 0.5})
-    assert flat == {"a.b": 1, "a.c": "[2, 3]", "d": "none", "e": True, "f": 0.5}
+    flat = flat_hparams({"a": {"b": 1, "c": [2, 3], "_x": 4}, "d": None, "e": True, "f": 0.5, "_class_path": "M"})
+    assert flat == {"a.b": 1, "a.c": "[2, 3]", "e": True, "f": 0.5}  # no internal keys, nothing for unset ones

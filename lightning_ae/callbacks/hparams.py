@@ -2,9 +2,14 @@
 
 Lightning writes the hyper-parameters when a fit starts, before any result exists (with a
 `hp_metric = -1` placeholder unless the logger's `default_hp_metric` is off, as it is in
-lightning-ae). This callback writes them again when the test ends, with the test metrics,
-so the HParams tab of a study's folder lists its runs side by side, sortable by
-`test/knn_acc`, `test/bce_per_pixel` or `test/error`.
+lightning-ae). This callback writes them again when the test ends, so the HParams tab of a
+study's folder lists its runs side by side, sortable by `test/knn_acc`, `test/bce_per_pixel`
+or `test/error` (the scalars the test logged).
+
+It writes each run's session (its hyper-parameters) and no experiment definition: TensorBoard
+takes the first experiment definition it finds as the whole table's columns, so a folder of
+runs of different kinds would show one run's columns only. Without one it builds the columns
+from every run's session; a study adds its own definition (the study runner's `write_study_hparams`).
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, float | 
     flat: dict[str, float | int | str | bool] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
+        if str(key).startswith("_") or value is None:  # internal (`_class_path`, `_instantiator`), or unset: no column
+            continue
         if isinstance(value, dict):
             flat.update(flat_hparams(value, f"{name}."))
         elif isinstance(value, bool | str) or (isinstance(value, numbers.Number) and not isinstance(value, complex)):
             flat[name] = value
-        else:  # None, lists, tuples, classes: their text (TensorBoard filters on it)
-            flat[name] = "none" if value is None else str(value)
+        else:  # lists, tuples, classes: their text (TensorBoard filters on it)
+            flat[name] = str(value)
     return flat
 
 
 class HParamsSummary(pl.Callback):
-    """At test end: the model's and data's hyper-parameters, optimizer and epochs, with every `test/*` metric."""
+    """At test end: the model's and data's hyper-parameters, optimizer and epochs, for a run that has `test/*`
+    metrics."""
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
@@ -49,13 +57,15 @@ class HParamsSummary(pl.Callback):
             group = optimizer.param_groups[0]
             params["optimizer"] = {"name": type(optimizer).__name__, "lr": group.get("initial_lr", group["lr"])}
         configs = trainer.lr_scheduler_configs
-        params["scheduler"] = type(configs[0].scheduler).__name__ if configs else "none"
+        if configs:
+            params["scheduler"] = type(configs[0].scheduler).__name__
         params["epochs"] = trainer.current_epoch
-        # The three HParams summaries alone: the plugin reads each metric's value from its scalar tag, which the
-        # test already logged (Lightning's log_hyperparams would log them all again, at step 0).
-        summaries = hparams(flat_hparams(params), metrics)
+        # The session's start and end alone, not torch's experiment summary (see the module's docstring); the plugin
+        # reads each metric's value from its scalar tag, which the test already logged (Lightning's log_hyperparams
+        # would log them all again, at step 0).
+        _, session_start, session_end = hparams(flat_hparams(params), metrics)
         for logger in loggers:
             writer = logger.experiment._get_file_writer()  # as SummaryWriter.add_hparams writes them
-            for summary in summaries:
-                writer.add_summary(summary)
+            writer.add_summary(session_start)
+            writer.add_summary(session_end)
             writer.flush()

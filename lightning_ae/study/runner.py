@@ -40,6 +40,7 @@ from typing import Any
 from lightning_ae.experiment import StageDiverged, config_checkers, is_callback_name, lightning_cli, run_pipeline
 from lightning_ae.files import atomic_write, resumable_checkpoint, set_aside, try_lock, write_json
 from lightning_ae.provenance import git_commit, machine
+from lightning_ae.study.hparams import write_study_hparams
 from lightning_ae.study.records import damaged_results, read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study, StudyError
 
@@ -225,6 +226,9 @@ def run_study(
             _run_all(runs, folder, outcome)
         finally:  # an interrupted session records the runs it finished too
             session["runs"] = {name: len(ids) for name, ids in outcome.items()}
+        # TensorBoard's HParams tab: one table of the study's runs, its grid keys first (after every session, as
+        # shards and restarts add runs).
+        write_study_hparams(study, folder)
     return outcome
 
 
