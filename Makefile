@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev tools); instant when up to date
 
-test: $(STAMP) ## Run the whole test suite on the bundled MNIST (571 tests, about 12-16 min on 2 cores, 4 of them the notebook); what CI runs
+test: $(STAMP) ## Run the whole test suite on the bundled MNIST (571 tests, about 12-16 min on 2 cores, of which about 4 min the notebook); what CI runs
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) ## The everyday tier: every test not marked slow (under a minute on 2 cores); CI runs `make test`

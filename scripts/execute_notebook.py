@@ -23,7 +23,7 @@ NOTEBOOK = REPO / "notebooks" / "homework.ipynb"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="the fast setting (small slices, about 3 minutes)")
+    parser.add_argument("--fast", action="store_true", help="the fast setting (small slices, 3-4 min)")
     parser.add_argument("--notebook", type=Path, default=NOTEBOOK)
     parser.add_argument("--output", type=Path, default=REPO / "notebooks" / "runs" / "homework.ipynb")
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: none)")
