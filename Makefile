@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast train denoise similarity pretrain study report tensorboard lint bench bench-gpu gpu-check clean
+.PHONY: help install test test-fast train denoise similarity pretrain study report notebook tensorboard lint bench bench-gpu gpu-check clean
 
 # TensorBoard listens on the loopback interface only; TB_HOST=0.0.0.0 exposes it to the network on purpose.
 LOGDIR  ?= lightning_logs
@@ -51,12 +51,15 @@ study: $(STAMP) ## Run a whole study (STUDY=configs/study/quick.yaml) and write 
 report: $(STAMP) ## Write the report of STUDY from the results present (reports/<name>/report.md and .html)
 	$(BIN)/lightning-ae report $(STUDY)
 
+notebook: $(STAMP) ## Execute notebooks/homework.ipynb (homework 2.1-2.4) in its full setting into notebooks/runs/homework.ipynb; hours on 2 cores
+	$(BIN)/python scripts/execute_notebook.py $(ARGS)
+
 tensorboard: $(STAMP) ## Open TensorBoard on lightning_logs/ at http://127.0.0.1:6006 (scalars, images, projector)
 	$(BIN)/tensorboard --logdir $(LOGDIR) --host $(TB_HOST) --port $(TB_PORT)
 
 lint: $(STAMP) ## Check style with ruff
-	$(BIN)/ruff check lightning_ae tests benchmarks
-	$(BIN)/ruff format --check lightning_ae tests benchmarks
+	$(BIN)/ruff check lightning_ae tests benchmarks scripts notebooks
+	$(BIN)/ruff format --check lightning_ae tests benchmarks scripts notebooks
 
 bench: $(STAMP) ## Run the benchmarks in benchmarks/ and print their tables
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
