@@ -14,7 +14,7 @@ nbformat = pytest.importorskip("nbformat")  # the dev extra's; `make install` pu
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = REPO / "notebooks" / "homework.ipynb"
-TIMEOUT_S = 600  # per cell; the whole fast setting takes about 4 minutes on 2 busy cores (228 s measured)
+TIMEOUT_S = 600  # per cell; the whole fast setting takes about 4 minutes on 2 cores
 
 
 def test_the_notebook_is_stored_without_outputs_and_has_a_parameter_cell():
@@ -52,10 +52,10 @@ def test_the_notebook_runs_fast_shows_figures_and_learns(tmp_path: Path, monkeyp
     summary = json.loads(summary_file.read_text())
     assert summary["setting"] == "fast"
     basic = summary["basic_ae"]["32"]
-    assert basic["bce"] < 0.9 * basic["trivial_bce"]  # the basic AE learned: well below the mean image
-    assert basic["knn"] > 0.5  # kNN on its codes, far above chance (0.1)
-    dae = summary["denoising"]["0.1"]
-    assert dae["bce"] < 0.5 * dae["corrupted_bce"]  # denoising beats doing nothing at 90% dropped pixels
-    assert dae["plain_ae_bce"] is not None  # the notebook's own plain AE was found as the reference
+    assert basic["bce"] < basic["pca_bce"] < basic["trivial_bce"]  # the basic AE learned: below PCA at its d'
+    assert basic["knn"] > 0.9  # kNN on its codes, far above chance (0.1)
+    for dae in summary["denoising"].values():  # denoising beats the noisy input and the plain AE on it
+        assert dae["bce"] < dae["plain_ae_bce"] and dae["bce"] < dae["corrupted_bce"]
+    assert summary["similarity"]["knn"] > 0.85
     pretraining = summary["pretraining"]["sigmoid"]
-    assert all(pretraining[item] < 0.9 * pretraining["majority"] for item in "abc")  # each classifier learned
+    assert all(pretraining[item] < 0.1 for item in "abc")  # each classifier learned: under 10% error (prior: 88.65%)
