@@ -228,6 +228,25 @@ def _section(text: str, number: str) -> str:
     return text.split(f"## {number}")[1].split("\n## ")[0]
 
 
+def test_the_flag_legend_stands_only_under_tables_with_a_flagged_run(smoke, tmp_path):
+    """Before, the legend of ⚑ stood under every table, in a study with no flagged run too."""
+    study, folder, _ = smoke
+    legend = "Flagged runs stay in the tables and out of every sentence."
+    markdown, _ = write_report(study, folder, tmp_path / "flagged")  # one epoch each: every run is flagged
+    assert markdown.read_text().count(legend) >= 3
+    copy = tmp_path / "study"
+    shutil.copytree(folder / "runs", copy / "runs")
+    for path in (copy / "runs").rglob("results.json"):
+        results = json.loads(path.read_text())
+        if "convergence" in results:
+            results["convergence"].update(converged=True, reason="declared converged by the test")
+            results["learned"].update(learned=True, reason="declared learned by the test")
+            path.write_text(json.dumps(results))
+    markdown, _ = write_report(study, copy, tmp_path / "clean")
+    text = markdown.read_text()
+    assert legend not in text and "⚑" not in text and "|---|" in text  # tables, no legend
+
+
 def test_the_report_marks_runs_that_did_not_converge_or_learn_and_leaves_them_out_of_sentences(smoke, tmp_path):
     """One epoch cannot be judged (every smoke run is flagged); declared sound, d'=2 enters the sentences, d'=8 not."""
     study, folder, _ = smoke

@@ -30,6 +30,9 @@ class Table:
     rows: list[list[str]]
     caption: str = ""
 
+    def __post_init__(self) -> None:
+        self.caption = self.caption.strip()  # captions are built from parts, some of them empty
+
 
 @dataclass
 class Figure:

@@ -280,7 +280,10 @@ def flag_cell(results: list[Result], stage: str | None = None) -> str:
 
 
 def flags_note(results: list[Result]) -> str:
-    """The footnote of a table with a flags column: what ⚑ means, with the tolerance, window and margin used."""
+    """The footnote of a table with a flags column: what ⚑ means, with the tolerance, window and margin used; ''
+    when no run of the table is flagged (the legend once repeated itself under every table of a clean study)."""
+    if not any(r.flags for r in results):
+        return ""
     verdicts_seen = [rec.get("verdicts") or {} for r in results for rec in (list(r.stages.values()) or [r.record])]
     convergence = next((v["convergence"] for v in verdicts_seen if (v.get("convergence") or {}).get("window")), {})
     learned = next((v["learned"] for v in verdicts_seen if (v.get("learned") or {}).get("margin") is not None), {})
