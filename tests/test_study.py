@@ -544,3 +544,53 @@ def test_sigterm_stops_the_whole_study_and_a_rerun_resumes(tmp_path):
         f"2 study session(s) from {session['started']}, wall time {wall:.1f} min"
         in (tmp_path / "report" / "report.md").read_text()
     )
+
+
+def test_run_runs_exactly_one_run_with_the_sequential_runners_metrics(smoke, tmp_path, capsys):
+    """`study FILE --run RUN_ID` (the command an engine starts per run): that run alone, the same numbers as the
+    sequential runner's, no session or report; a finished run is left as it is; a busy one exits 75."""
+    from conftest import REPO
+
+    from lightning_ae.cli import main
+
+    study, folder, _ = smoke
+    smoke_file = str(REPO / "configs" / "study" / "smoke.yaml")
+    run = next(r for r in study.runs if r.experiment == "basic_ae")
+    assert main(["study", smoke_file, "--folder", str(tmp_path), "--run", run.run_id]) == 0
+    assert f"run {run.run_id}: ran" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.run_id]  # the others are not started
+    assert not (tmp_path / "sessions.json").exists()
+    ours, sequential = read_results(tmp_path / "runs" / run.run_id), read_results(folder / "runs" / run.run_id)
+    for table in ("ae", "pca"):  # every metric but the timings
+        assert {k: v for k, v in ours[table].items() if "_us_" not in k} == {
+            k: v for k, v in sequential[table].items() if "_us_" not in k
+        }
+
+    written = (tmp_path / "runs" / run.run_id / "results.json").stat().st_mtime_ns
+    assert main(["study", smoke_file, "--folder", str(tmp_path), "--run", run.run_id]) == 0
+    assert f"run {run.run_id}: done" in capsys.readouterr().out
+    assert (tmp_path / "runs" / run.run_id / "results.json").stat().st_mtime_ns == written
+
+    other = next(r for r in study.runs if r.experiment == "denoising")
+    with run_lock(tmp_path / "runs" / other.run_id) as mine:
+        assert mine
+        assert main(["study", smoke_file, "--folder", str(tmp_path), "--run", other.run_id]) == 75
+    assert read_results(tmp_path / "runs" / other.run_id) is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--run", "basic_ae-0000000000"], "is no run of study 'smoke'; `lightning-ae study"),
+        (["--run", "x", "--shard", "1/2"], "--run names one run: give it without --only, --shard or --dry-run."),
+    ],
+    ids=["unknown id", "with --shard"],
+)
+def test_run_with_an_unknown_id_or_a_selection_is_one_line(extra, message, tmp_path, capsys):
+    from conftest import REPO
+
+    from lightning_ae.cli import main
+
+    assert main(["study", str(REPO / "configs" / "study" / "smoke.yaml"), "--folder", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "runs").exists()

@@ -11,6 +11,7 @@ lightning-ae data [--dataset mnist] [--layout image]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import sys
 import warnings
@@ -25,7 +26,7 @@ from lightning_ae.data import DATASETS, ImageDataModule
 from lightning_ae.data.datamodule import LAYOUTS
 from lightning_ae.experiment import StageDiverged, lightning_cli, run_pipeline
 from lightning_ae.study.report import write_report
-from lightning_ae.study.runner import Shard, check_runs, run_study, select, summary_table
+from lightning_ae.study.runner import Shard, check_runs, run_one, run_study, select, summary_table
 from lightning_ae.study.spec import Study, load_study
 
 
@@ -93,8 +94,20 @@ def study(argv: list[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
     parser.add_argument("--only", default=None, help="run only runs whose id or experiment matches this pattern")
     parser.add_argument("--shard", default=None, help="K/N: run the K-th of N disjoint parts (e.g. a SLURM array)")
+    parser.add_argument(
+        "--run",
+        default=None,
+        metavar="RUN_ID",
+        help="run exactly this run (an id from --dry-run) in this process, with no session or report: the command "
+        "an engine starts for each run; exit 0 when it is done, 1 when it failed (failed.json), "
+        f"{EXIT_BUSY} when another process is running it",
+    )
     args = parser.parse_args(argv)
     spec, folder = _load_study(args)
+    if args.run is not None:
+        if args.only or args.shard or args.dry_run:
+            raise ValueError("--run names one run: give it without --only, --shard or --dry-run.")
+        return study_run(spec, folder, args.run)
     shard = Shard.parse(args.shard) if args.shard else None
     if args.only and not select(spec, None, args.only):
         experiments = ", ".join(dict.fromkeys(run.experiment for run in spec.runs))
@@ -112,6 +125,18 @@ def study(argv: list[str]) -> int:
     if shard is None and not args.only:
         _write_report(spec, folder, args)
     return 1 if outcome["failed"] else 0
+
+
+EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): try again later
+
+
+def study_run(spec: Study, folder: Path, run_id: str) -> int:
+    """`study FILE --run RUN_ID`: one run, checked first as the whole study is (only its own config)."""
+    run = [r for r in spec.runs if r.run_id == run_id]
+    check_runs(dataclasses.replace(spec, runs=run))
+    outcome = run_one(spec, folder, run_id)
+    print(f"run {run_id}: {outcome}")
+    return {"done": 0, "ran": 0, "failed": 1, "busy": EXIT_BUSY}[outcome]
 
 
 def report(argv: list[str]) -> int:
