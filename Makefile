@@ -18,10 +18,10 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,ray,slurm]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev tools); instant when up to date
+install: $(STAMP) ## Create .venv and install lightning-ae (editable, with dev tools and the Ray and SLURM engines); instant when up to date
 
 test: $(STAMP) ## Run the whole test suite on the bundled MNIST; what CI runs (counts, times: docs/testing.md)
 	$(BIN)/python -m pytest -q

@@ -23,12 +23,17 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from lightning_ae.callbacks import PredictionWriter, ResultsJSON, every_run_callbacks, progress_bar
+from lightning_ae.callbacks.denoising import same_network  # noqa: F401 (the study orders runs by it)
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_path_segment, non_finite_values
 from lightning_ae.data import ImageDataModule
 from lightning_ae.files import is_complete_checkpoint, resumable_checkpoint
 from lightning_ae.pretraining import LayerwisePretraining, StageDiverged  # noqa: F401 (the CLI and the study catch it)
-from lightning_ae.strategies import use_atomic_checkpoints
+from lightning_ae.strategies import (  # noqa: F401 (REQUEUE_BY_ENGINE: for the study's SLURM engine)
+    REQUEUE_BY_ENGINE,
+    leave_requeue_to_the_engine,
+    use_atomic_checkpoints,
+)
 
 DEFAULT_LOG_DIR = "lightning_logs"
 TENSORBOARD = "pytorch_lightning.loggers.TensorBoardLogger"
@@ -132,6 +137,7 @@ class AutoencoderCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)  # a full disk or a kill never leaves a cut-off checkpoint
+        leave_requeue_to_the_engine(trainer)
         return trainer
 
     def _parse_ckpt_path(self) -> None:

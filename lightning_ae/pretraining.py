@@ -54,7 +54,7 @@ from lightning_ae.files import (
 from lightning_ae.models import Autoencoder, Classifier
 from lightning_ae.models.layers import ACTIVATIONS
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, adam_lr1e3, reduce_lr_on_plateau
-from lightning_ae.strategies import GroupedSteps, use_atomic_checkpoints
+from lightning_ae.strategies import GroupedSteps, leave_requeue_to_the_engine, use_atomic_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,7 @@ class LayerwisePretraining:
             enable_model_summary=False,
         )
         use_atomic_checkpoints(trainer)  # a full disk or a kill never leaves a cut-off checkpoint
+        leave_requeue_to_the_engine(trainer)
         return trainer
 
     def _load(self, model: pl.LightningModule, checkpoint: str, stage: str) -> None:

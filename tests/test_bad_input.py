@@ -499,12 +499,11 @@ def test_bad_study_file(tmp_path, monkeypatch, capsys, text, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--shard", "3/2"], "--shard '3/2' is not valid; valid: K/N with 1 <= K <= N"),
-        (["--shard", "one/two"], "--shard 'one/two' is not valid"),
+        (["--shard", "1/2"], "lightning-ae study: unrecognized arguments: --shard 1/2"),
         (["--seeds", "0"], "seeds=0 is not valid"),
         (["--only", "no_such_experiment"], "--only 'no_such_experiment' matches no run of study 'smoke'"),
     ],
-    ids=["shard-out-of-range", "shard-words", "seeds-flag-zero", "only-matches-nothing"],
+    ids=["shard-is-gone", "seeds-flag-zero", "only-matches-nothing"],
 )
 def test_bad_study_flag(tmp_path, monkeypatch, capsys, args, message):
     code, err = run_cli(tmp_path, monkeypatch, capsys, ["study", str(REPO / "configs/study/smoke.yaml"), *args])

@@ -1,4 +1,4 @@
-"""Studies: the smoke study end to end with its report, restart, corrupt results, shards, locks, bad files."""
+"""Studies: the smoke study end to end with its report, restart, corrupt results, locks, bad files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from lightning_ae.study.report import write_report
-from lightning_ae.study.runner import Shard, read_results, run_lock, run_status, run_study
+from lightning_ae.study.runner import read_results, run_lock, run_status, run_study
 from lightning_ae.study.spec import load_study
 
 pytestmark = pytest.mark.slow  # trains, spawns processes or runs studies: `make test`, not `make test-fast`
@@ -174,7 +174,7 @@ def test_a_lock_is_released_when_its_process_dies(tmp_path):
 
 @pytest.mark.slow
 def test_two_study_processes_on_one_folder_run_every_run_exactly_once(tmp_path):
-    """A user starting the study twice (or two shards with the same K) on the same results folder."""
+    """A user starting the study twice on the same results folder."""
     from conftest import REPO
 
     def start(name: str) -> subprocess.Popen:
@@ -199,14 +199,6 @@ def test_two_study_processes_on_one_folder_run_every_run_exactly_once(tmp_path):
         assert read_results(tmp_path / "study" / "runs" / run.run_id)["status"] == "tested"
 
 
-@pytest.mark.parametrize("count", [2, 3, 5])
-def test_shards_are_disjoint_and_cover_the_study(smoke, count):
-    study, _, _ = smoke
-    parts = [{r.run_id for r in study.runs if Shard(k, count).owns(r)} for k in range(1, count + 1)]
-    assert sum(len(p) for p in parts) == len(study.runs)
-    assert set().union(*parts) == {r.run_id for r in study.runs}
-
-
 def test_run_ids_are_stable_and_follow_the_config(tmp_path):
     from conftest import REPO
 
@@ -215,13 +207,6 @@ def test_run_ids_are_stable_and_follow_the_config(tmp_path):
     assert [r.run_id for r in first.runs] == [r.run_id for r in second.runs]
     seeded = load_study(REPO / "configs" / "study" / "smoke.yaml", seeds=2)
     assert len(seeded.runs) == 2 * len(first.runs) and len({r.run_id for r in seeded.runs}) == len(seeded.runs)
-
-
-def test_shard_argument_is_checked():
-    assert Shard.parse("2/4") == Shard(2, 4)
-    for bad in ("0/4", "5/4", "a/b", "3"):
-        with pytest.raises(ValueError, match="--shard"):
-            Shard.parse(bad)
 
 
 def _section(text: str, number: str) -> str:
@@ -582,9 +567,9 @@ def test_run_runs_exactly_one_run_with_the_sequential_runners_metrics(smoke, tmp
     ("extra", "message"),
     [
         (["--run", "basic_ae-0000000000"], "is no run of study 'smoke'; `lightning-ae study"),
-        (["--run", "x", "--shard", "1/2"], "--run names one run: give it without --only, --shard or --dry-run."),
+        (["--run", "x", "--only", "basic_ae"], "--run names one run: give it without --only, --dry-run or --engine."),
     ],
-    ids=["unknown id", "with --shard"],
+    ids=["unknown id", "with --only"],
 )
 def test_run_with_an_unknown_id_or_a_selection_is_one_line(extra, message, tmp_path, capsys):
     from conftest import REPO

@@ -57,6 +57,19 @@ def _same_model(config: dict[str, Any], model_class: type, init_args: dict[str, 
     return same_class and _shape_args(model.get("init_args") or {}, defaults) == _shape_args(init_args, defaults)
 
 
+def same_network(config: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two run configs train the same network (model class and shape; not the optimizer or the data)."""
+    import importlib
+
+    model = other.get("model") or {}
+    module, _, name = str(model.get("class_path", "")).rpartition(".")
+    try:
+        model_class = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return _same_model(config, model_class, model.get("init_args") or {})
+
+
 def find_plain_checkpoint(log_root: Path, model_class: type, init_args: dict[str, Any], dataset: str) -> Path | None:
     """The best checkpoint of the newest finished run under `log_root` of the same model on clean data."""
     found = []

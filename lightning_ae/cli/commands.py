@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -25,8 +27,9 @@ from lightning_ae.cli.errors import check_files, translated
 from lightning_ae.data import DATASETS, ImageDataModule
 from lightning_ae.data.datamodule import LAYOUTS
 from lightning_ae.experiment import StageDiverged, lightning_cli, run_pipeline
+from lightning_ae.study.engines import EXIT_BUSY, ChildCommand, EngineUnavailable
 from lightning_ae.study.report import write_report
-from lightning_ae.study.runner import Shard, check_runs, run_one, run_study, select, summary_table
+from lightning_ae.study.runner import Engine, check_runs, run_one, run_study, select, sequential, summary_table
 from lightning_ae.study.spec import Study, load_study
 
 
@@ -88,12 +91,102 @@ def _write_report(spec: Study, folder: Path, args: argparse.Namespace) -> None:
     print(f"report: {markdown} and {page}")
 
 
+ENGINES = ("sequential", "ray", "slurm")
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engines (docs/studies.md#running-a-study-on-a-cluster)")
+    group.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="sequential",
+        help="sequential: every run in this process (default); ray: each run a Ray task, on a local cluster of this "
+        "machine's cores or the one at --ray-address (extra [ray]); slurm: the runs as one SLURM job array through "
+        "submitit (extra [slurm])",
+    )
+    group.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
+    group.add_argument(
+        "--cpus-per-run",
+        type=float,
+        default=None,
+        help="CPU cores (and torch threads) per run; ray default: the cores spread over the pending runs, at least "
+        "1; slurm default: 4",
+    )
+    group.add_argument(
+        "--gpus-per-run", type=float, default=0.0, help="GPUs per run (ray: fractions share a GPU, e.g. 0.5)"
+    )
+    group.add_argument("--partition", default=None, help="slurm: the partition (default: the cluster's)")
+    group.add_argument("--time-min", type=int, default=240, help="slurm: each run's time limit in minutes")
+    group.add_argument("--max-parallel", type=int, default=None, help="slurm: at most this many runs at once")
+    group.add_argument(
+        "--slurm-local",
+        action="store_true",
+        help="slurm: run the array through submitit's local executor (a check of the setup without SLURM)",
+    )
+
+
+def _engine(args: argparse.Namespace, spec: Study, folder: Path) -> Engine:
+    """The engine the arguments ask for, its settings checked before anything starts."""
+    given = {
+        name: getattr(args, name)
+        for name, default in (
+            ("ray_address", None),
+            ("cpus_per_run", None),
+            ("gpus_per_run", 0.0),
+            ("partition", None),
+            ("time_min", 240),
+            ("max_parallel", None),
+            ("slurm_local", False),
+        )
+        if getattr(args, name) != default
+    }
+    own = {"sequential": set(), "ray": {"ray_address", "cpus_per_run", "gpus_per_run"}}
+    own["slurm"] = {"cpus_per_run", "gpus_per_run", "partition", "time_min", "max_parallel", "slurm_local"}
+    if stray := [name for name in given if name not in own[args.engine]]:
+        options = ", ".join("--" + name.replace("_", "-") for name in stray)
+        raise ValueError(f"{options}: not a setting of --engine {args.engine}; see `lightning-ae study --help`.")
+    for name in ("cpus_per_run", "gpus_per_run", "time_min", "max_parallel"):
+        value = getattr(args, name)
+        if value is not None and (value < 0 or (value == 0 and name != "gpus_per_run")):
+            raise ValueError(f"--{name.replace('_', '-')} {value:g} is not valid; valid: a number above 0.")
+    if args.engine == "sequential":
+        return sequential
+    command = ChildCommand(Path(args.study_file), folder, args.seeds)
+    if args.engine == "ray":
+        from lightning_ae.study.ray_engine import RayEngine, import_ray
+
+        import_ray()  # without the extra: one line naming it, before a session is recorded
+        address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
+        return RayEngine(command, address=address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+    from lightning_ae.study.slurm_engine import SlurmEngine, import_submitit
+
+    import_submitit()
+    for name in ("cpus_per_run", "gpus_per_run"):
+        value = getattr(args, name)
+        if value is not None and value != int(value):
+            raise ValueError(f"--{name.replace('_', '-')} {value:g}: SLURM allocates whole CPUs and GPUs per run.")
+    if not args.slurm_local and shutil.which("sbatch") is None:
+        raise EngineUnavailable(
+            "--engine slurm: no `sbatch` on this machine; run the study from a SLURM login node, or add --slurm-local "
+            "to run the same array through submitit's local executor here."
+        )
+    return SlurmEngine(
+        command,
+        partition=args.partition,
+        time_min=args.time_min,
+        max_parallel=args.max_parallel,
+        cpus_per_run=int(args.cpus_per_run or 4),
+        gpus_per_run=int(args.gpus_per_run),
+        cluster="local" if args.slurm_local else "slurm",
+    )
+
+
 def study(argv: list[str]) -> int:
-    """Run a study (experiments x grids x seeds), resumable and shardable, then write its report."""
+    """Run a study (experiments x grids x seeds), resumable, in this process or on Ray or SLURM, then write its
+    report."""
     parser = _study_parser("study", study.__doc__)
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
     parser.add_argument("--only", default=None, help="run only runs whose id or experiment matches this pattern")
-    parser.add_argument("--shard", default=None, help="K/N: run the K-th of N disjoint parts (e.g. a SLURM array)")
     parser.add_argument(
         "--run",
         default=None,
@@ -102,32 +195,30 @@ def study(argv: list[str]) -> int:
         "an engine starts for each run; exit 0 when it is done, 1 when it failed (failed.json), "
         f"{EXIT_BUSY} when another process is running it",
     )
+    _add_engine_arguments(parser)
     args = parser.parse_args(argv)
     spec, folder = _load_study(args)
     if args.run is not None:
-        if args.only or args.shard or args.dry_run:
-            raise ValueError("--run names one run: give it without --only, --shard or --dry-run.")
+        if args.only or args.dry_run or args.engine != "sequential":
+            raise ValueError("--run names one run: give it without --only, --dry-run or --engine.")
         return study_run(spec, folder, args.run)
-    shard = Shard.parse(args.shard) if args.shard else None
-    if args.only and not select(spec, None, args.only):
+    engine = _engine(args, spec, folder)
+    if args.only and not select(spec, args.only):
         experiments = ", ".join(dict.fromkeys(run.experiment for run in spec.runs))
         raise ValueError(
             f"--only {args.only!r} matches no run of study {spec.name!r} (its experiments: {experiments}); "
             "`--dry-run` lists every run id."
         )
     check_runs(spec)  # every run's config parses, before any runs
-    print(f"study {spec.name}: {len(spec.runs)} runs{f', shard {args.shard}' if shard else ''}; folder {folder}")
-    outcome = run_study(spec, folder, shard=shard, only=args.only, dry_run=args.dry_run)
+    print(f"study {spec.name}: {len(spec.runs)} runs; folder {folder}; engine {args.engine}")
+    outcome = run_study(spec, folder, only=args.only, dry_run=args.dry_run, engine=engine)
     if args.dry_run:
         return 0
-    print(summary_table(select(spec, shard, args.only), folder))
+    print(summary_table(select(spec, args.only), folder))
     print(f"study {spec.name}: " + ", ".join(f"{len(ids)} {name}" for name, ids in outcome.items()))
-    if shard is None and not args.only:
+    if not args.only:
         _write_report(spec, folder, args)
     return 1 if outcome["failed"] else 0
-
-
-EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): try again later
 
 
 def study_run(spec: Study, folder: Path, run_id: str) -> int:
@@ -140,7 +231,7 @@ def study_run(spec: Study, folder: Path, run_id: str) -> int:
 
 
 def report(argv: list[str]) -> int:
-    """Write the report of a study from whatever results are present (after shards, or while it runs)."""
+    """Write the report of a study from whatever results are present (while it runs, or after --only parts)."""
     args = _study_parser("report", report.__doc__).parse_args(argv)
     spec, folder = _load_study(args)
     if not (folder / "runs").is_dir():

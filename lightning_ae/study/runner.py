@@ -1,4 +1,4 @@
-"""Running a study: every run once, resumable, safe to kill, shardable across processes or machines.
+"""Running a study: every run once, resumable, safe to kill; in this process, or on an engine (Ray, SLURM).
 
 Layout under the study folder (default `studies/<name>/`):
 
@@ -23,16 +23,14 @@ import ctypes
 import fcntl
 import fnmatch
 import gc
-import hashlib
 import json
 import logging
 import sys
 import time
 import uuid
 from argparse import ArgumentError
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,35 +38,14 @@ from typing import Any
 from lightning_ae.experiment import StageDiverged, config_checkers, is_callback_name, lightning_cli, run_pipeline
 from lightning_ae.files import atomic_write, resumable_checkpoint, set_aside, try_lock, write_json
 from lightning_ae.provenance import git_commit, machine
+from lightning_ae.study.engines import duration
 from lightning_ae.study.hparams import write_study_hparams
 from lightning_ae.study.records import damaged_results, read_results, read_sessions, run_seconds
 from lightning_ae.study.spec import RunSpec, Study, StudyError
 
-__all__ = ["Shard", "read_results", "read_sessions", "run_lock", "run_seconds", "run_status", "run_study"]
+__all__ = ["Engine", "read_results", "read_sessions", "run_lock", "run_seconds", "run_status", "run_study"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Shard:
-    """The K-th (1-based) of N disjoint parts of a study."""
-
-    index: int
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise ValueError(f"--shard {text!r} is not valid; valid: K/N with 1 <= K <= N, e.g. 2/4.") from None
-        if not 1 <= index <= count:
-            raise ValueError(f"--shard {text!r} is not valid; valid: K/N with 1 <= K <= N, e.g. 2/4.")
-        return cls(index, count)
-
-    def owns(self, run: RunSpec) -> bool:
-        # By a hash of the run id: stable when other experiments are added to the study.
-        return int(hashlib.sha256(run.run_id.encode()).hexdigest(), 16) % self.count == self.index - 1
 
 
 def run_status(run_dir: Path) -> str:
@@ -93,7 +70,7 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
 
 
 def _record_session(folder: Path, session: dict[str, Any]) -> None:
-    """Add or update (by id) one session in sessions.json; shards sharing the folder take turns (flock)."""
+    """Add or update (by id) one session in sessions.json; processes sharing the folder take turns (flock)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".sessions.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -105,15 +82,15 @@ def _record_session(folder: Path, session: dict[str, Any]) -> None:
 
 
 @contextmanager
-def study_session(folder: Path, shard: Shard | None, only: str | None) -> Iterator[dict[str, Any]]:
+def study_session(folder: Path, only: str | None, engine: str) -> Iterator[dict[str, Any]]:
     """Journal one invocation: started, then finished or interrupted, with its wall time and run counts."""
     session: dict[str, Any] = {
         "id": uuid.uuid4().hex[:12],
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "machine": machine(),
-        "shard": f"{shard.index}/{shard.count}" if shard else None,
         "only": only,
+        "engine": {"name": engine},  # the engine adds its cluster, nodes and resources per run
         "status": "running",
     }
     _record_session(folder, session)
@@ -190,10 +167,8 @@ def check_runs(study: Study) -> None:
             raise StudyError(f"study file {study.source}: run {run.describe()}: {err}") from None
 
 
-def select(study: Study, shard: Shard | None = None, only: str | None = None) -> list[RunSpec]:
+def select(study: Study, only: str | None = None) -> list[RunSpec]:
     runs = study.runs
-    if shard is not None:
-        runs = [run for run in runs if shard.owns(run)]
     if only:
         runs = [
             run
@@ -203,17 +178,22 @@ def select(study: Study, shard: Shard | None = None, only: str | None = None) ->
     return runs
 
 
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+# An engine runs the given runs of a study folder, adding each run's id to `outcome` under done, ran, failed, busy
+# (or interrupted), and what it ran on to the session's "engine" record: `sequential` below, `ray_engine.RayEngine`,
+# `slurm_engine.SlurmEngine`.
+Engine = Callable[[list[RunSpec], Path, dict[str, list[str]], dict[str, Any]], None]
+
+
+def sequential(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]], session: dict[str, Any]) -> None:
+    """The default engine: every run in this process, one after another, in the study's order."""
+    _run_all(runs, folder, outcome)
 
 
 def run_study(
-    study: Study, folder: Path, shard: Shard | None = None, only: str | None = None, dry_run: bool = False
+    study: Study, folder: Path, only: str | None = None, dry_run: bool = False, engine: Engine = sequential
 ) -> dict[str, list[str]]:
     """Run what is not done yet; returns run ids by outcome (done, ran, failed, busy)."""
-    runs = select(study, shard, only)
+    runs = select(study, only)
     outcome: dict[str, list[str]] = {"done": [], "ran": [], "failed": [], "busy": []}
     if dry_run:
         for number, run in enumerate(runs, start=1):
@@ -221,13 +201,13 @@ def run_study(
             print(f"[{number}/{len(runs)}] {status:8s} {run.run_id}  {run.describe()}")
         return outcome
     read_sessions(folder)  # a damaged journal is refused before anything is written (DamagedJournal)
-    with study_session(folder, shard, only) as session:
+    with study_session(folder, only, getattr(engine, "name", "sequential")) as session:
         try:
-            _run_all(runs, folder, outcome)
+            engine(runs, folder, outcome, session)
         finally:  # an interrupted session records the runs it finished too
             session["runs"] = {name: len(ids) for name, ids in outcome.items()}
         # TensorBoard's HParams tab: one table of the study's runs, its grid keys first (after every session, as
-        # shards and restarts add runs).
+        # engines and restarts add runs).
         write_study_hparams(study, folder)
     return outcome
 
@@ -277,7 +257,7 @@ def _run_all(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]]) -
             if (run_dir / "results.json").exists():  # unreadable or incomplete: never read it, redo the run
                 set_aside(run_dir / "results.json", damaged_results(run_dir) or "incomplete: never tested")
             remaining = sum(1 for r in runs[number - 1 :] if read_results(folder / "runs" / r.run_id) is None)
-            eta = f", ETA {_duration(remaining * sum(durations) / len(durations))}" if durations else ""
+            eta = f", ETA {duration(remaining * sum(durations) / len(durations))}" if durations else ""
             print(f"[{number}/{len(runs)}] {run.describe()} ({run.run_id}){eta}", flush=True)
             start = time.perf_counter()
             try:
@@ -295,7 +275,7 @@ def _run_all(runs: list[RunSpec], folder: Path, outcome: dict[str, list[str]]) -
             durations.append(time.perf_counter() - start)
             (run_dir / "failed.json").unlink(missing_ok=True)
             outcome["ran"].append(run.run_id)
-            print(f"    done in {_duration(durations[-1])}", flush=True)
+            print(f"    done in {duration(durations[-1])}", flush=True)
 
 
 HEADLINES = ("test/bce_per_pixel", "test/mse_per_pixel", "test/error")
