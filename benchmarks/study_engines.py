@@ -65,9 +65,10 @@ def main() -> None:
     print("| engine | per run | wall time | / first | runs' own time summed |")
     print("|---|---|---|---|---|")
     for row in rows:
-        per_run = (row["session_engine"] or {}).get("per_run") or {"cpus": "all (in-process)"}
+        per_run = (row["session_engine"] or {}).get("per_run")
+        threads = f"{per_run['cpus']:g} CPU(s)" if per_run else "in-process, torch's default threads"
         print(
-            f"| {row['engine']} | {per_run.get('cpus')} CPU(s) | {row['wall_seconds'] / 60:.1f} min | "
+            f"| {row['engine']} | {threads} | {row['wall_seconds']:.1f} s | "
             f"{row['wall_seconds'] / base:.2f} | {row['run_seconds_summed'] / 60:.1f} min |"
         )
     if len(rows) == 2:  # the same runs, other thread counts: how far their headline numbers moved

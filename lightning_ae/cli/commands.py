@@ -29,7 +29,16 @@ from lightning_ae.data.datamodule import LAYOUTS
 from lightning_ae.experiment import StageDiverged, lightning_cli, run_pipeline
 from lightning_ae.study.engines import EXIT_BUSY, ChildCommand, EngineUnavailable
 from lightning_ae.study.report import write_report
-from lightning_ae.study.runner import Engine, check_runs, run_one, run_study, select, sequential, summary_table
+from lightning_ae.study.runner import (
+    Engine,
+    check_runs,
+    find_run,
+    run_one,
+    run_study,
+    select,
+    sequential,
+    summary_table,
+)
 from lightning_ae.study.spec import Study, load_study
 
 
@@ -223,9 +232,9 @@ def study(argv: list[str]) -> int:
 
 def study_run(spec: Study, folder: Path, run_id: str) -> int:
     """`study FILE --run RUN_ID`: one run, checked first as the whole study is (only its own config)."""
-    run = [r for r in spec.runs if r.run_id == run_id]
-    check_runs(dataclasses.replace(spec, runs=run))
-    outcome = run_one(spec, folder, run_id)
+    run = find_run(spec, run_id)
+    check_runs(dataclasses.replace(spec, runs=[run]))
+    outcome = run_one(run, folder)
     print(f"run {run_id}: {outcome}")
     return {"done": 0, "ran": 0, "failed": 1, "busy": EXIT_BUSY}[outcome]
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_ae.experiment import same_network
 from lightning_ae.study.spec import RunSpec
 
 EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): another process holds the run's lock; try again later
@@ -119,7 +120,6 @@ def references(runs: list[RunSpec]) -> dict[str, set[str]]:
     """For each run, the runs of the same study it reads the results of, which a parallel engine must finish first:
     a denoising run whose `DenoisingReference` looks for its plain autoencoder (`plain_checkpoint: auto`) compares
     with the clean runs of the same network. The sequential runner needs none of this: studies list those first."""
-    from lightning_ae.experiment import same_network
 
     def clean_autoencoder(run: RunSpec) -> bool:
         data = run.config.get("data") or {}
@@ -140,6 +140,12 @@ def references(runs: list[RunSpec]) -> dict[str, set[str]]:
         for run in runs
         if looks_for_its_plain_run(run)
     }
+
+
+def longest_first(runs: list[RunSpec]) -> list[RunSpec]:
+    """The pre-training pipelines (several trainings each) first, the rest in the study's order: when runs share
+    the cores, a long run started last would leave the other cores idle while it ends alone."""
+    return sorted(runs, key=lambda run: run.kind != "pretrain")
 
 
 def duration(seconds: float) -> str:

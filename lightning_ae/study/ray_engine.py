@@ -98,7 +98,7 @@ class RayEngine:
         task = task.options(num_cpus=cpus_per_run, num_gpus=self.gpus_per_run)
         waits_for = engines.references(runs)
         progress = engines.Progress(total=len(runs) + len(outcome["done"]), done=len(outcome["done"]), slots=slots)
-        queue, in_flight = list(runs), {}
+        queue, in_flight = engines.longest_first(runs), {}
         finished: set[str] = set()
         try:
             with engines.signals_raise_interrupt():

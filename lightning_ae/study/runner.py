@@ -212,16 +212,20 @@ def run_study(
     return outcome
 
 
-def run_one(study: Study, folder: Path, run_id: str) -> str:
-    """Run the run `run_id` as `run_study` runs each of its runs (lock, damaged results set aside, resume from the
-    newest complete checkpoint, failed.json), in this process, without a session or a report: what an engine starts
-    for each run, one child process per run. Returns its outcome: done, ran, failed or busy."""
-    (run,) = [run for run in study.runs if run.run_id == run_id] or [None]
-    if run is None:
-        raise StudyError(
-            f"--run {run_id!r} is no run of study {study.name!r}; `lightning-ae study {study.source} --dry-run` lists "
-            "every run id."
-        )
+def find_run(study: Study, run_id: str) -> RunSpec:
+    for run in study.runs:
+        if run.run_id == run_id:
+            return run
+    raise StudyError(
+        f"--run {run_id!r} is no run of study {study.name!r}; `lightning-ae study {study.source} --dry-run` lists "
+        "every run id."
+    )
+
+
+def run_one(run: RunSpec, folder: Path) -> str:
+    """Run `run` as `run_study` runs each of its runs (lock, damaged results set aside, resume from the newest
+    complete checkpoint, failed.json), in this process, without a session or a report: what an engine starts for
+    each run, one child process per run. Returns its outcome: done, ran, failed or busy."""
     outcome: dict[str, list[str]] = {"done": [], "ran": [], "failed": [], "busy": []}
     _run_all([run], folder, outcome)
     return next(name for name, ids in outcome.items() if ids)
