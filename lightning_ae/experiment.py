@@ -21,6 +21,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
 
 from lightning_ae.callbacks import PredictionWriter, ResultsJSON, every_run_callbacks, progress_bar
 from lightning_ae.callbacks.denoising import same_network  # noqa: F401 (the study orders runs by it)
@@ -63,6 +64,7 @@ def run_name(model_config, data_config=None) -> str:
 class AutoencoderCLI(LightningCLI):
     """LightningCLI for lightning-ae's models on ImageDataModule; `fit` ends with `test` on the best checkpoint."""
 
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model's input shape follows from the data's layout.
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
@@ -80,6 +82,7 @@ class AutoencoderCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True, help="after fit, run test on the best checkpoint (by val/loss)"
         )
 
+    @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         # YAML reads .inf and .nan as numbers; no setting of lightning-ae's means them, and they would only
@@ -134,12 +137,14 @@ class AutoencoderCLI(LightningCLI):
             bar = type(progress_bar())
             config.trainer.callbacks = [*callbacks, Namespace(class_path=f"{bar.__module__}.{bar.__qualname__}")]
 
+    @override
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)  # a full disk or a kill never leaves a cut-off checkpoint
         leave_requeue_to_the_engine(trainer)
         return trainer
 
+    @override
     def _parse_ckpt_path(self) -> None:
         # For test, validate and predict, Lightning builds the model from the checkpoint's hyper-parameters. For a
         # fit it would also let them silently override the user's (a resume asked with another activation would
@@ -147,6 +152,7 @@ class AutoencoderCLI(LightningCLI):
         if self.config.get("subcommand") != "fit":
             super()._parse_ckpt_path()
 
+    @override
     def _run_subcommand(self, subcommand: str) -> None:
         # A run that fails before it trained anything (a refused setting, an optimizer that will not build)
         # leaves no folder behind; one that saved a checkpoint keeps it, to resume from.
@@ -283,15 +289,19 @@ class ConfigChecker(AutoencoderCLI):
     """Parses and checks a fit config as `lightning-ae fit` would (unknown keys, types, the CLI's own checks) and
     stops there: nothing is instantiated, seeded or run. One parser checks any number of configs (`check`)."""
 
+    @override
     def _set_seed(self) -> None:
         pass
 
+    @override
     def instantiate_classes(self) -> None:
         pass
 
+    @override
     def _parse_ckpt_path(self) -> None:
         pass
 
+    @override
     def _run_subcommand(self, subcommand: str) -> None:
         pass
 

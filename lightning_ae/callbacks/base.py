@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
+from typing_extensions import override
 
 from lightning_ae.data.loader import SplitData
 
@@ -68,6 +69,7 @@ class EvaluationCallback(pl.Callback):
     def name(self) -> str:
         return type(self).__name__
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not callable(getattr(pl_module, "encode", None)):
             raise TypeError(f"{self.name} needs a model with an encode(x) method; {type(pl_module).__name__} has none.")

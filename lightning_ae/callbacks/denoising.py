@@ -19,6 +19,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from typing_extensions import override
 
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.evaluation.pca import reconstruction_metrics
@@ -142,6 +143,7 @@ class DenoisingReference(EvaluationCallback):
         return plain.to(pl_module.device).eval()
 
     @torch.no_grad()
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return

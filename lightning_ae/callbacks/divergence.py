@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from typing_extensions import override
 
 from lightning_ae.callbacks.trivial import learned_metric, trivial_predictor
 
@@ -61,15 +62,18 @@ class DivergenceGuard(pl.Callback):
         trainer.should_stop = True
         log.error("lightning-ae: %s", self.message)
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":  # before a resumed run's checkpoint hands back its first epoch's loss
             self.diverged, self.first_epoch_loss = None, None
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         figures = trivial_predictor(trainer, pl_module)
         value = None if figures is None else figures.get(learned_metric(pl_module))
         self.trivial_loss = value if isinstance(value, float) and value > 0 else None
 
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -77,6 +81,7 @@ class DivergenceGuard(pl.Callback):
         if self.diverged is None and isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
             self._stop(trainer, "the training loss is not finite")
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.diverged is not None:
             return
@@ -103,8 +108,10 @@ class DivergenceGuard(pl.Callback):
         elif self.first_epoch_loss is None:
             self.first_epoch_loss = loss
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"first_epoch_loss": self.first_epoch_loss}  # a resumed run keeps comparing with its own first epoch
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.first_epoch_loss = state_dict.get("first_epoch_loss")

@@ -12,6 +12,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from pytorch_lightning.utilities import rank_zero_warn
+from typing_extensions import override
 
 from lightning_ae.callbacks.base import EvaluationCallback, logging_step, timed
 from lightning_ae.callbacks.images import image_shape
@@ -59,6 +60,7 @@ class EmbeddingProjector(EvaluationCallback):
     def sprite_side_px(count: int, thumbnail_px: int) -> int:
         return math.ceil(math.sqrt(count)) * thumbnail_px
 
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writer = self.tensorboard(trainer)
         if writer is None or not trainer.is_global_zero:
@@ -156,6 +158,7 @@ class TSNEPlot(EvaluationCallback):
         fig.tight_layout()
         return fig
 
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return

@@ -20,6 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
+from typing_extensions import override
 
 
 def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, float | int | str | bool]:
@@ -42,6 +43,7 @@ class HParamsSummary(pl.Callback):
     """At test end: the model's and data's hyper-parameters, optimizer and epochs, for a run that has `test/*`
     metrics."""
 
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not loggers or not trainer.is_global_zero:

@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
+from typing_extensions import override
 
 from lightning_ae.callbacks.base import EvaluationCallback, class_stratified_indices, evaluating, logging_step
 from lightning_ae.checks import check_path_segment, check_positive_int
@@ -73,6 +74,7 @@ class ReconstructionGrid(EvaluationCallback):
         images = torch.cat([row.reshape(-1, *image_shape(split)) for row in rows]).clamp(0, 1)
         return make_grid(images, nrow=len(picked), padding=2, pad_value=0.5)
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
@@ -81,6 +83,7 @@ class ReconstructionGrid(EvaluationCallback):
             # The scalars' step (not the epoch): one x-axis unit on every tab.
             writer.add_image("reconstructions", self.grid(trainer, pl_module), global_step=logging_step(trainer))
 
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
@@ -124,6 +127,7 @@ class PairsGrid(EvaluationCallback):
         images = torch.cat(rows).reshape(-1, *image_shape(split)).cpu()  # drawn on the host, wherever the split lives
         return make_grid(images, nrow=len(rows[0]), padding=2, pad_value=0.5)
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
+from typing_extensions import override
 
 from lightning_ae.callbacks.base import run_folder
 
@@ -173,15 +174,19 @@ class GracefulInterruption(Callback):
 
     # -- fit: installed before the sanity check, acted on after a training step or validation batch --
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.received, self._stopped_at = None, None
 
+    @override
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._install(trainer, training=True)
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._install(trainer, training=True)  # again: without a sanity check, the first hook after Lightning's
 
+    @override
     def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.received is not None:
             self._stop(None, trainer.current_epoch, trainer.global_step, "fit")
@@ -193,10 +198,12 @@ class GracefulInterruption(Callback):
         epoch, step = at or (trainer.current_epoch, trainer.global_step)
         self._stop(checkpoint, epoch, step, "fit")
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self.received is not None:
             self._save_and_stop(trainer)
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A signal during the epoch's evaluation callbacks (kNN on the validation codes). ModelCheckpoint runs
         # after this hook and weighs the epoch's val/loss for the best checkpoint: stop the fit after the epoch,
@@ -205,6 +212,7 @@ class GracefulInterruption(Callback):
             trainer.should_stop = True
             self._stopped_at = (trainer.current_epoch, trainer.global_step)
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.received is not None:  # saved at the end of the epoch: a resume starts the next one
             self._save_and_stop(trainer, self._stopped_at)
@@ -213,6 +221,7 @@ class GracefulInterruption(Callback):
         # (a process that runs several fits, a study, would then only log a SIGTERM, never stop).
         self._restore()
 
+    @override
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any
     ) -> None:
@@ -227,6 +236,7 @@ class GracefulInterruption(Callback):
         finally:
             self._mid_validation = False
 
+    @override
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         if not self._mid_validation:
             return
@@ -250,20 +260,25 @@ class GracefulInterruption(Callback):
             self.received = None
             self._install(trainer, training=False)
 
+    @override
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluation_start(trainer)
 
+    @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluation_start(trainer)
 
+    @override
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluation_start(trainer)
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # After every callback's on_test_end (the evaluation callbacks run there): the stage is over.
         if stage != "fit":
             self._restore()
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
 

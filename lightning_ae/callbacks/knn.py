@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 from torchmetrics.functional.classification import multiclass_accuracy
+from typing_extensions import override
 
 from lightning_ae.callbacks.base import EvaluationCallback, timed
 from lightning_ae.checks import check_positive_int
@@ -35,6 +36,7 @@ class KNNEvaluator(EvaluationCallback):
         self.k, self.backend, self.every_n_epochs = k, backend, every_n_epochs
         self.memory_bytes = memory_mb * 2**20 if memory_mb else DEFAULT_MEMORY_BYTES
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         # Before training, not after it: a vote of k among fewer training codes is undefined.
@@ -70,12 +72,14 @@ class KNNEvaluator(EvaluationCallback):
                 self.timings.update(knn_encode_seconds=encode_seconds, knn_predict_seconds=predict_seconds)
         return metrics
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.every_n_epochs is None or not trainer.is_global_zero:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             pl_module.log_dict(self.evaluate(trainer, pl_module, ("val",)), rank_zero_only=True)
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             metrics, seconds = timed(lambda: self.evaluate(trainer, pl_module, ("val", "test")), pl_module.device)

@@ -9,6 +9,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
+from typing_extensions import override
 
 from lightning_ae.callbacks.base import EvaluationCallback, timed
 from lightning_ae.checks import check_positive_int
@@ -59,6 +60,7 @@ class PCABaseline(EvaluationCallback):
     def _cache_file(self, train: np.ndarray, dim: int) -> Path | None:
         return pca_cache_file(train, dim, self.cache_dir)
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return

@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from typing_extensions import override
 
 from lightning_ae.callbacks.base import EvaluationCallback
 from lightning_ae.checks import check_path_segment
@@ -27,6 +28,7 @@ class PredictionWriter(BasePredictionWriter):
             raise ValueError(f"filename={filename!r} is not valid; valid: a name ending in .pt.")
         self.filename = check_path_segment("filename", filename)
 
+    @override
     def write_on_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any], batch_indices: Any
     ) -> None:

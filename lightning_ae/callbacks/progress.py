@@ -13,6 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
+from typing_extensions import override
 
 BAR_REFRESH_STEPS = 50  # redrawing every step costs about a quarter of a basic-AE epoch on 2 cores
 
@@ -25,15 +26,19 @@ class EpochLines(ProgressBar):
         self._enabled = True
         self._epoch_started = 0.0
 
+    @override
     def disable(self) -> None:
         self._enabled = False
 
+    @override
     def enable(self) -> None:
         self._enabled = True
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After the epoch's validation (Lightning runs it before this hook): its val/loss is in.
         if not self._enabled or not trainer.is_global_zero:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from typing_extensions import override
 
 
 class RandomStateInCheckpoints(pl.Callback):
@@ -18,6 +19,7 @@ class RandomStateInCheckpoints(pl.Callback):
     checkpoint still loads with weights_only=True.
     """
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
         version, python_state, gauss = random.getstate()
@@ -28,6 +30,7 @@ class RandomStateInCheckpoints(pl.Callback):
             "python": [version, list(python_state), gauss],
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return  # a checkpoint from before this callback: nothing to restore

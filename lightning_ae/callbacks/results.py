@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import sklearn
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
+from typing_extensions import override
 
 import lightning_ae
 from lightning_ae.callbacks.base import EvaluationCallback
@@ -179,14 +180,17 @@ class ResultsJSON(pl.Callback):
 
     # -- one run per folder: a lock while this process works there, and a results.json that is this run's --
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero and self._lock is None:
             self._lock = lock_folder(self.path(trainer).parent, "a run")
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._write_test_results(trainer, pl_module, stage)
         self._unlock()
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._unlock()
 
@@ -214,18 +218,21 @@ class ResultsJSON(pl.Callback):
                 )
         self.claimed = True
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning restores the callbacks' states before this hook: a resumed fit continues the timing.
         self._check_results_file(trainer)
         self.earlier_fit_seconds, self.fitting = self.checkpointed_fit_seconds, True
         self.started = self.phase_started = time.perf_counter()
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
             return
         self.val_loss_history.append(finite_number(trainer.callback_metrics["val/loss"]))
 
     # Saved in every checkpoint, so that a resumed run still judges its whole history and counts its whole time.
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "val_loss_history": list(self.val_loss_history),
@@ -233,6 +240,7 @@ class ResultsJSON(pl.Callback):
             "run_id": self.run_id,
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.fit_convergence is None:  # resuming, or testing a checkpoint alone; not the test after our fit
             self.val_loss_history = list(state_dict.get("val_loss_history", []))
@@ -244,6 +252,7 @@ class ResultsJSON(pl.Callback):
         running = time.perf_counter() - self.phase_started if self.fitting else 0.0
         return self.earlier_fit_seconds + running
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timings["fit_seconds"] = self.fit_seconds_so_far()
         self.fitting = False
@@ -270,12 +279,14 @@ class ResultsJSON(pl.Callback):
             monitor=getattr(stopper, "monitor", "val/loss"),
         )
 
+    @override
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check_results_file(trainer)
         self.phase_started = time.perf_counter()
         if self.started is None:
             self.started = self.phase_started
 
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timings["test_seconds"] = time.perf_counter() - self.phase_started
         metrics = {

@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from typing_extensions import override
+
 from lightning_ae.callbacks.interruption import RESUME_FIT, RESUME_RERUN
 from lightning_ae.callbacks.results import ResultsJSON, run_failure
 from lightning_ae.checks import non_finite_values
@@ -76,6 +78,7 @@ def pretrain(argv: list[str]) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse that raises its errors (one `lightning-ae: error:` line, like every other), instead of exiting."""
 
+    @override
     def error(self, message: str) -> NoReturn:
         raise argparse.ArgumentError(None, f"{self.prog}: {message}")
 
@@ -319,7 +322,7 @@ OVERVIEW = {
     "describe": "print a config's model layer by layer: shapes and parameters",
     "data": "load, verify and describe a dataset's splits",
     "pretrain": "greedy layer-wise pre-training, then frozen and fine-tuned classifiers (homework 2.4)",
-    "study": "run a grid of runs (resumable), then write its report",
+    "study": "run a grid of runs (resumable; in this process, or on Ray or SLURM), then write its report",
     "report": "write a study's report from the runs present",
 }
 

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_ae.checks import check_positive_int
 from lightning_ae.data.corruptions import Corruption, build_corruption
@@ -156,10 +157,12 @@ class ImageDataModule(pl.LightningDataModule):
     def _load(self) -> RawDataset:
         return load_dataset(self.spec, self.data_dir, self.cache_dir, download=self.download)
 
+    @override
     def prepare_data(self) -> None:
         # Verifies the files and fills the cache once, on one process per node.
         self._load()
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -224,6 +227,7 @@ class ImageDataModule(pl.LightningDataModule):
         "pairs",
     )
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"data": {key: self.hparams.get(key) for key in self.RESUME_KEYS}}
 
@@ -234,6 +238,7 @@ class ImageDataModule(pl.LightningDataModule):
             f"{key} {saved[key]!r} in the checkpoint, {ours[key]!r} now" for key in saved if saved[key] != ours.get(key)
         ]
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.trainer is not None and self.trainer.state.fn != "fit":
             return  # test, validate, predict: a checkpoint may be evaluated on any data
@@ -257,15 +262,19 @@ class ImageDataModule(pl.LightningDataModule):
         sampler = EpochBatchSampler(len(split), batch_size, shuffle, self.seed, rank, world_size)
         return InMemoryLoader(split, sampler)
 
+    @override
     def train_dataloader(self) -> InMemoryLoader:
         return self._loader("train", self.batch_size, shuffle=True)
 
+    @override
     def val_dataloader(self) -> InMemoryLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
+    @override
     def test_dataloader(self) -> InMemoryLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
+    @override
     def predict_dataloader(self) -> InMemoryLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_ae.data.corruptions import Corruption
 from lightning_ae.data.datamodule import STAGES
@@ -71,11 +72,14 @@ class TensorDataModule(pl.LightningDataModule):
         split = self.splits[stage]
         return InMemoryLoader(split, EpochBatchSampler(len(split), batch_size, shuffle, self.seed, rank, world))
 
+    @override
     def train_dataloader(self) -> InMemoryLoader:
         return self._loader("train", self.batch_size, shuffle=True)
 
+    @override
     def val_dataloader(self) -> InMemoryLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
+    @override
     def test_dataloader(self) -> InMemoryLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)

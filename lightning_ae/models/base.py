@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from lightning_ae.models.layers import Loss, OutputActivation, check_loss, check_output
 from lightning_ae.models.trainable import LRSchedulerCallable, OptimizerCallable, TrainableModule
@@ -54,6 +55,7 @@ class AutoencoderBase(TrainableModule):
         """The code of each input, shape (N, code_dim)."""
         return self.encoder(x - self.input_shift)
 
+    @override
     def setup(self, stage: str) -> None:
         # Before a checkpoint is restored (Lightning restores after setup), so a resumed run keeps its own values.
         datamodule = self.trainer.datamodule if self._trainer is not None else None
@@ -85,6 +87,7 @@ class AutoencoderBase(TrainableModule):
             return torch.logit(values.clamp(1e-3, 1 - 1e-3))
         return torch.atanh(values.clamp(-0.999, 0.999)) if self.output_activation == "tanh" else values
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints from before input centring have no shift: zeros are exactly what those models saw.
         checkpoint["state_dict"].setdefault("input_shift", torch.zeros(self.input_shape))
@@ -101,6 +104,7 @@ class AutoencoderBase(TrainableModule):
             return torch.sigmoid(logits)
         return torch.tanh(logits) if self.output_activation == "tanh" else logits
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
 
@@ -131,12 +135,15 @@ class AutoencoderBase(TrainableModule):
         penalty on the code here (see `SparseAutoencoder`)."""
         return self.reconstruction_loss(logits, target)
 
+    @override
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.shared_step(batch, "train")
 
+    @override
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         self.shared_step(batch, "val")
 
+    @override
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         self.shared_step(batch, "test")
 
@@ -150,11 +157,13 @@ class AutoencoderBase(TrainableModule):
             metrics.update({"test/bce_per_pixel": bce.mean(), "test/bce_per_image": bce.sum(dim=1).mean()})
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
 
+    @override
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         inputs, _, labels = batch
         code = self.encode(inputs)
         return {"code": code, "reconstruction": self.decode(code), "label": labels}
 
+    @override
     def on_test_epoch_end(self) -> None:
         self.log_dict(
             {

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
 from lightning_ae.checks import check_dropout
 from lightning_ae.data.datasets import MNIST
@@ -108,6 +109,7 @@ class Classifier(TrainableModule):
                 target.weight.copy_(source.weight)
                 target.bias.copy_(source.bias)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         """Logits, shape (N, num_classes)."""
         return self.output(self.hidden(x))
@@ -129,21 +131,27 @@ class Classifier(TrainableModule):
             self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=stage == "val")
         return loss
 
+    @override
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.shared_step(batch, "train")
 
+    @override
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         self.shared_step(batch, "val")
 
+    @override
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         self.shared_step(batch, "test")
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self.log("val/error", 1.0 - self.accuracy["val"].compute())
 
+    @override
     def on_test_epoch_end(self) -> None:
         self.log("test/error", 1.0 - self.accuracy["test"].compute())
 
+    @override
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         inputs, _, labels = batch
         logits = self(inputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_ae.checks import check_non_negative
 from lightning_ae.models.autoencoder import Autoencoder
@@ -31,6 +32,7 @@ class SparseAutoencoder(Autoencoder):
         self.sparsity = check_non_negative("sparsity", sparsity)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
 
+    @override
     def objective(self, logits: Tensor, target: Tensor, code: Tensor, stage: str) -> Tensor:
         l1 = code.abs().sum(dim=1).mean()
         self.log(f"{stage}/code_l1", l1, on_step=False, on_epoch=True, batch_size=len(code), sync_dist=True)

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from typing_extensions import override
 
 __all__ = [
     "LRSchedulerCallable",
@@ -50,6 +51,7 @@ class TrainableModule(pl.LightningModule):
         super().__init__()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
 
+    @override
     def configure_optimizers(self) -> Any:
         """The optimizer over the trainable parameters, and the scheduler when one is configured.
 

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from typing_extensions import override
 
 from lightning_ae.files import atomic_write
 
@@ -26,6 +27,7 @@ from lightning_ae.files import atomic_write
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` whose writes go to a temporary file in the same folder, then one rename."""
 
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own path
             super().save_checkpoint(checkpoint, path, storage_options)

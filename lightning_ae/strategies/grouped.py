@@ -65,6 +65,7 @@ import torch
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_ae.strategies.graphs import (
     CaptureFailed,
@@ -188,6 +189,7 @@ class GroupedSteps(SingleDeviceStrategy):
         self._static_decided = False
         self._step_args: tuple[tuple, dict[str, Any]] = ((), {})  # the current training_step's batch_idx etc.
 
+    @override
     def setup_environment(self) -> None:
         if self._auto_device:
             if isinstance(self.accelerator, CUDAAccelerator):
@@ -196,6 +198,7 @@ class GroupedSteps(SingleDeviceStrategy):
                 self._root_device = torch.device("mps", 0)
         super().setup_environment()
 
+    @override
     def setup(self, trainer: pl.Trainer) -> None:
         self._refuse_what_groups_cannot_do(trainer)
         self._static, self._static_decided = None, False  # decided again at this fit's first inner mini-batch
@@ -230,6 +233,7 @@ class GroupedSteps(SingleDeviceStrategy):
         batch_size = getattr(self.lightning_module.trainer.datamodule, "batch_size", None)
         return max(1, GROUP_IMAGES // batch_size) if isinstance(batch_size, int) and batch_size > 0 else 1
 
+    @override
     def process_dataloader(self, dataloader: object) -> object:
         trainer = self.lightning_module.trainer
         if not trainer.training:  # validation, test and predict see plain batches
@@ -240,6 +244,7 @@ class GroupedSteps(SingleDeviceStrategy):
             return dataloader
         return GroupedBatches(dataloader, size) if size > 1 else dataloader
 
+    @override
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         batch, *rest = args
         if not isinstance(batch, list):
@@ -332,6 +337,7 @@ class GroupedSteps(SingleDeviceStrategy):
             reason,
         )
 
+    @override
     def teardown(self) -> None:
         if self._static is not None:
             self._static.release()  # the graph's memory pool and the buffers; its counts stay for a look

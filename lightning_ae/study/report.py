@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
-from omegaconf import OmegaConf
 
 from lightning_ae.files import read_results_file, write_json
 from lightning_ae.provenance import git_commit
@@ -149,20 +148,6 @@ def summary_record(
     }
 
 
-def study_overrides(study: Study) -> dict[tuple[str, str], dict[str, Any]]:
-    """{(experiment, kind): the overrides the study file applies to it (every_run for fits, then its own)}."""
-    try:
-        raw = OmegaConf.to_container(OmegaConf.load(study.source), resolve=True)
-    except Exception:  # the study was read once already; a file changed since only loses this detail
-        return {}
-    every_run = raw.get("every_run") or {}
-    found = {}
-    for name, spec in (raw.get("experiments") or {}).items():
-        kind = "fit" if "config" in (spec or {}) else "pretrain"
-        found[(name, kind)] = {**(every_run if kind == "fit" else {}), **((spec or {}).get("overrides") or {})}
-    return found
-
-
 @dataclass
 class Result:
     run: RunSpec
@@ -203,13 +188,12 @@ def collect(study: Study, folder: Path) -> list[Result]:
     """Every run with results (tested or diverged), each with its summary record(s); the sections read only
     tested ones."""
     found = []
-    overrides = study_overrides(study)
     for run in study.runs:
         run_dir = folder / "runs" / run.run_id
         results = read_results(run_dir)
         if results is None:
             continue
-        applied = {**overrides.get((run.experiment, run.kind), {}), **run.labels}
+        applied = {**run.overrides, **run.labels}
         result = Result(run, run_dir, results)
         if run.kind == "pretrain":
             # Each stage wrote its own results.json (with its verdicts); the pipeline's lists the classifier stages.
@@ -240,11 +224,6 @@ def fmt(values: list[float | None], digits: int = 4) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def number(value: float | None, digits: int = 4) -> str:
-    """A measured value for a sentence; 'not measured' when the runs did not record it."""
-    return "not measured" if value is None else f"{value:.{digits}f}"
 
 
 def spread(values: list[float | None], digits: int = 4) -> str:

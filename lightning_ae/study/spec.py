@@ -70,6 +70,8 @@ class RunSpec:
     config: dict[str, Any]
     seed: int
     labels: dict[str, Any] = field(default_factory=dict)  # the grid values that make this run
+    # The study's fixed overrides of the run (every_run for fits, then the experiment's own): the report lists them.
+    overrides: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -239,8 +241,8 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
             labels = dict(zip(grid.keys(), values, strict=True))
             for seed in range(seeds_for(labels)):
                 config = OmegaConf.create(_load_configs(base, where))
-                overrides = {**(every_run if kind == "fit" else {}), **(spec.get("overrides") or {}), **labels}
-                for dotted, value in overrides.items():
+                fixed = {**(every_run if kind == "fit" else {}), **(spec.get("overrides") or {})}
+                for dotted, value in {**fixed, **labels}.items():
                     _set(config, dotted, value, where)
                 if kind == "fit":
                     _set(config, "seed_everything", seed, where)
@@ -250,7 +252,7 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
                 config = _plain(config)
                 if kind == "fit":
                     callback_names |= _apply_callbacks(config, callbacks, where)
-                runs.append(RunSpec(experiment, kind, config, seed, labels))
+                runs.append(RunSpec(experiment, kind, config, seed, labels, fixed))
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
         raise StudyError(f"study file {path}: two runs resolve to the same config; remove the duplicate grid values.")
