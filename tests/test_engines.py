@@ -50,9 +50,8 @@ def small_study(tmp_path: Path, name: str, experiments: str, epochs: int = 2, im
     return study
 
 
-BASIC = (
-    f"  basic_ae:\n    config: [{REPO / 'configs' / 'basic_ae.yaml'}]\n    grid: {{model.init_args.code_dim: [2, 8]}}\n"
-)
+BASIC_AE = REPO / "configs" / "basic_ae.yaml"
+BASIC = f"  basic_ae:\n    config: [{BASIC_AE}]\n    grid: {{model.init_args.code_dim: [2, 8]}}\n"
 
 
 def children_of(folder: Path) -> list[int]:
@@ -151,10 +150,7 @@ def test_ctrl_c_stops_every_run_with_its_checkpoint_and_a_rerun_resumes(tmp_path
 
 @pytest.mark.slow
 def test_a_run_that_raises_fails_alone_and_a_killed_worker_is_retried_and_resumes(tmp_path):
-    broken = (
-        f"  broken:\n    config: [{REPO / 'configs' / 'basic_ae.yaml'}]\n"
-        f"    overrides: {{data.data_dir: {tmp_path / 'no-such-folder'}}}\n"
-    )
+    broken = f"  broken:\n    config: [{BASIC_AE}]\n    overrides: {{data.data_dir: {tmp_path / 'no-such-folder'}}}\n"
     study_file = small_study(tmp_path, "faults", BASIC + broken, epochs=8, images=2000)
     folder = tmp_path / "study"
     args = ["study", str(study_file), "--engine", "ray", "--cpus-per-run", "1", "--folder", str(folder)]
@@ -261,3 +257,30 @@ def test_denoising_runs_wait_for_the_plain_autoencoder_of_their_network():
     }
     denoising = {r.run_id for r in study.runs if r.experiment == "denoising"}
     assert references(study.runs) == dict.fromkeys(denoising, plain)
+
+
+@pytest.mark.slow
+def test_each_denoising_run_is_compared_with_the_plain_run_of_its_own_seed(tmp_path):
+    """The reference is resolved by the runner (`RunSpec.plain_runs`, the same seed first), not the newest finished
+    run in the folder: the same under any engine and in any order."""
+    denoising = REPO / "configs" / "denoising_ae.yaml"
+    experiments = (
+        f"  basic_ae: {{config: [{BASIC_AE}], overrides: {{model.init_args.code_dim: 8}}}}\n"
+        f"  denoising: {{config: [{BASIC_AE}, {denoising}], overrides: {{model.init_args.code_dim: 8}}}}\n"
+    )
+    study_file = small_study(tmp_path, "references", experiments + "seeds: 2\n", epochs=1, images=300)
+    study = load_study(study_file)
+    plain = {run.seed: run.run_id for run in study.runs if run.experiment == "basic_ae"}
+    assert {run.seed: run.plain_runs[0] for run in study.runs if run.experiment == "denoising"} == plain
+    outcome = run_study(study, tmp_path / "study")
+    assert not outcome["failed"] and len(outcome["ran"]) == 4
+    for run in study.runs:
+        if run.experiment == "denoising":
+            results = read_results(tmp_path / "study" / "runs" / run.run_id)
+            (reference,) = [
+                c["init_args"]["plain_checkpoint"]
+                for c in results["config"]["trainer"]["callbacks"]
+                if c["class_path"].endswith("DenoisingReference")
+            ]
+            assert f"/runs/{plain[run.seed]}/checkpoints/" in reference
+            assert "test/plain_ae_bce_per_pixel" in results["ae"]

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_ae.experiment import same_network
 from lightning_ae.study.spec import RunSpec
 
 EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): another process holds the run's lock; try again later
@@ -117,29 +116,10 @@ OUTCOME_OF_EXIT = {0: "ran", 1: "failed", EXIT_BUSY: "busy"}
 
 
 def references(runs: list[RunSpec]) -> dict[str, set[str]]:
-    """For each run, the runs of the same study it reads the results of, which a parallel engine must finish first:
-    a denoising run whose `DenoisingReference` looks for its plain autoencoder (`plain_checkpoint: auto`) compares
-    with the clean runs of the same network. The sequential runner needs none of this: studies list those first."""
-
-    def clean_autoencoder(run: RunSpec) -> bool:
-        data = run.config.get("data") or {}
-        return run.kind == "fit" and data.get("corruption") is None and not data.get("pairs")
-
-    def looks_for_its_plain_run(run: RunSpec) -> bool:
-        callbacks = ((run.config.get("trainer") or {}).get("callbacks")) or []
-        return run.kind == "fit" and any(
-            isinstance(c, dict)
-            and str(c.get("class_path", "")).endswith("DenoisingReference")
-            and (c.get("init_args") or {}).get("plain_checkpoint", "auto") == "auto"
-            for c in callbacks
-        )
-
-    clean = [run for run in runs if clean_autoencoder(run)]
-    return {
-        run.run_id: {other.run_id for other in clean if same_network(other.config, run.config)}
-        for run in runs
-        if looks_for_its_plain_run(run)
-    }
+    """For each run, the runs of the same study it reads the results of, which a parallel engine must end first:
+    a denoising run's plain autoencoders (`RunSpec.plain_runs`). The sequential runner needs no such order: studies
+    list the plain runs first."""
+    return {run.run_id: set(run.plain_runs) for run in runs if run.plain_runs}
 
 
 def longest_first(runs: list[RunSpec]) -> list[RunSpec]:

@@ -33,6 +33,7 @@ from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
 
+from lightning_ae.experiment import same_network
 from lightning_ae.files import read_results_file, write_json
 from lightning_ae.provenance import git_commit
 from lightning_ae.study.document import Document, Figure, Heading, Paragraph, Table
@@ -990,14 +991,10 @@ class ReportBuilder:
         )
 
     def plain_twins(self, similarity_run: Result) -> list[Result]:
-        """The plain AEs (basic_ae or deep_ae) with the same network and d' as a similarity run."""
-        network = ("code_dim", "hidden_dims", "activation", "code_activation", "decoder_activation")
-
-        def shape(r: Result) -> tuple:
-            return tuple(str(r.init_args.get(key)) for key in network)
-
+        """The plain AEs (basic_ae or deep_ae) of the same network (`same_network`, as a denoising run's reference)
+        as a similarity run."""
         plain = self.experiment("basic_ae") + self.experiment("deep_ae")
-        return [m for m in plain if shape(m) == shape(similarity_run)]
+        return [m for m in plain if same_network(m.run.config, similarity_run.run.config)]
 
     def pretraining(self) -> None:
         self.doc.add(Heading("2.4: pre-training, before and after fine-tuning"))

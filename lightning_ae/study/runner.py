@@ -19,6 +19,7 @@ second finds the lock held and moves on; the kernel releases a lock when its pro
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import fcntl
 import fnmatch
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_ae.experiment import StageDiverged, config_checkers, is_callback_name, lightning_cli, run_pipeline
-from lightning_ae.files import atomic_write, resumable_checkpoint, set_aside, try_lock, write_json
+from lightning_ae.files import atomic_write, recorded_checkpoint, resumable_checkpoint, set_aside, try_lock, write_json
 from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.engines import duration
 from lightning_ae.study.hparams import write_study_hparams
@@ -107,12 +108,41 @@ def study_session(folder: Path, only: str | None, engine: str) -> Iterator[dict[
         _record_session(folder, session)
 
 
+def plain_checkpoint(run: RunSpec, folder: Path) -> str | None:
+    """The best checkpoint of the first of the run's plain autoencoders (`RunSpec.plain_runs`: the same seed
+    first) that has finished, or None (with a warning) when none has."""
+    for run_id in run.plain_runs:
+        results_file = folder / "runs" / run_id / "results.json"
+        results = read_results(results_file.parent)
+        if results is not None and results.get("status") == "tested":
+            checkpoint = recorded_checkpoint(results_file, results.get("best_checkpoint"))
+            if checkpoint is not None:
+                return str(checkpoint.absolute())
+    log.warning(
+        "Run %s: none of its plain autoencoders (%s) has finished; it is tested without test/plain_ae_*.",
+        run.run_id,
+        ", ".join(run.plain_runs),
+    )
+    return None
+
+
+def _with_reference(config: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
+    """The config with its DenoisingReference given the plain autoencoder's checkpoint, instead of `auto` (which
+    would take the newest finished run in the folder: another run each time, under an engine)."""
+    config = copy.deepcopy(config)
+    for callback in config["trainer"]["callbacks"]:
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("DenoisingReference"):
+            callback["init_args"] = {**(callback.get("init_args") or {}), "plain_checkpoint": checkpoint}
+    return config
+
+
 def _write_run_files(run: RunSpec, run_dir: Path) -> Path:
     import yaml
 
     config_file = run_dir / "run.yaml"
+    config = _with_reference(run.config, plain_checkpoint(run, run_dir.parent.parent)) if run.plain_runs else run.config
     with atomic_write(config_file, "w") as handle:
-        yaml.safe_dump(run.config, handle, sort_keys=False)
+        yaml.safe_dump(config, handle, sort_keys=False)
     write_json(
         run_dir / "spec.json",
         {"experiment": run.experiment, "kind": run.kind, "labels": run.labels, "seed": run.seed, "id": run.run_id},

@@ -41,7 +41,7 @@ import copy
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lightning_ae.checks import check_expansion, check_path_segment
+from lightning_ae.experiment import AUTO, same_network
 
 KINDS = ("fit", "pretrain")
 MAX_SEEDS = 1000
@@ -72,6 +73,10 @@ class RunSpec:
     labels: dict[str, Any] = field(default_factory=dict)  # the grid values that make this run
     # The study's fixed overrides of the run (every_run for fits, then the experiment's own): the report lists them.
     overrides: dict[str, Any] = field(default_factory=dict, compare=False)
+    # For a denoising run compared with its plain autoencoder (`DenoisingReference`, `plain_checkpoint: auto`): the
+    # clean runs of the same network in this study, the one of the same seed first. The runner hands the first that
+    # has finished to the run (`runner.execute`), whichever engine runs it and in whatever order.
+    plain_runs: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def run_id(self) -> str:
@@ -253,11 +258,41 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
                 if kind == "fit":
                     callback_names |= _apply_callbacks(config, callbacks, where)
                 runs.append(RunSpec(experiment, kind, config, seed, labels, fixed))
+    runs = _with_plain_runs(runs)
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
         raise StudyError(f"study file {path}: two runs resolve to the same config; remove the duplicate grid values.")
     # Names no experiment has: checked against the callback classes when the study runs (a typo is refused there).
     return Study(name, raw.get("description", ""), runs, path, sorted(set(callbacks) - callback_names))
+
+
+def looks_for_its_plain_run(run: RunSpec) -> bool:
+    callbacks = (run.config.get("trainer") or {}).get("callbacks") or []
+    return run.kind == "fit" and any(
+        isinstance(c, dict)
+        and str(c.get("class_path", "")).rsplit(".", 1)[-1] == "DenoisingReference"
+        and (c.get("init_args") or {}).get("plain_checkpoint", AUTO) == AUTO
+        for c in callbacks
+    )
+
+
+def _clean_autoencoder(run: RunSpec) -> bool:
+    data = run.config.get("data") or {}
+    return run.kind == "fit" and data.get("corruption") is None and not data.get("pairs")
+
+
+def _with_plain_runs(runs: list[RunSpec]) -> list[RunSpec]:
+    """Each denoising run with the clean runs of the same network it can be compared with (`RunSpec.plain_runs`)."""
+    clean = [run for run in runs if _clean_autoencoder(run)]
+    found = []
+    for run in runs:
+        if looks_for_its_plain_run(run):
+            twins = sorted(
+                (r for r in clean if same_network(r.config, run.config)), key=lambda r: (r.seed != run.seed, r.seed)
+            )
+            run = replace(run, plain_runs=tuple(r.run_id for r in twins))
+        found.append(run)
+    return found
 
 
 def _check_size(path: Path, experiments: dict[str, Any], seeds: int) -> None:
