@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import unicodedata
 from collections.abc import Iterable
@@ -101,3 +102,25 @@ def check_path_segment(name: str, value: Any, allow_empty: bool = False) -> Any:
         shown = ascii(value) if len(value) <= 80 else f"{ascii(value[:40])}...({len(value)} characters)"
         raise ValueError(f"{name}={shown} cannot be a file or folder name: {problem}; give a plain name.")
     return value
+
+
+NOT_NETWORK = ("optimizer", "scheduler", "input_shape")  # a model's settings that do not make its network
+
+
+def network(model: dict[str, Any], defaults: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """What a model config (`class_path`, `init_args`) trains: its class name and its shape arguments; `defaults`
+    fill the arguments a terser config left out."""
+    # Through JSON, so that a tuple in hyperparameters equals a list in results.json; None is the default (a dumped
+    # config leaves it out). LightningCLI adds `_class_path` and `_instantiator` to hyperparameters: not the network.
+    init_args = {**(defaults or {}), **(model.get("init_args") or {})}
+    kept = {k: v for k, v in init_args.items() if k not in NOT_NETWORK and v is not None and not k.startswith("_")}
+    if "activation" in kept:  # Autoencoder: unset code/decoder activations follow `activation`
+        kept.setdefault("code_activation", kept["activation"])
+        kept.setdefault("decoder_activation", kept["activation"])
+    return str(model.get("class_path", "")).rsplit(".", 1)[-1], json.loads(json.dumps(kept, default=str))
+
+
+def same_network(config: dict[str, Any], other: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
+    """Whether two run configs train the same network (model class and shape; not the optimizer or the data): the
+    one definition a denoising run's plain reference and the report's plain twins use."""
+    return network(config.get("model") or {}, defaults) == network(other.get("model") or {}, defaults)

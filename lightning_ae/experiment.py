@@ -24,7 +24,6 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
 from lightning_ae.callbacks import PredictionWriter, ResultsJSON, every_run_callbacks, progress_bar
-from lightning_ae.callbacks.denoising import AUTO, same_network  # noqa: F401 (the study resolves references)
 from lightning_ae.callbacks.results import diverged
 from lightning_ae.checks import check_path_segment, non_finite_values
 from lightning_ae.data import ImageDataModule

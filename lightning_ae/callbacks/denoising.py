@@ -12,7 +12,6 @@ image from the corrupted input):
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from typing_extensions import override
 
 from lightning_ae.callbacks.base import EvaluationCallback
+from lightning_ae.checks import same_network
 from lightning_ae.evaluation.pca import reconstruction_metrics
 from lightning_ae.files import read_results_file, recorded_checkpoint
 
@@ -30,45 +30,15 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 
 
-_NOT_SHAPE = ("optimizer", "scheduler", "input_shape")  # not part of what the model is
-
-
-def _shape_args(init_args: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    # Through JSON, so that a tuple in hyperparameters equals a list in results.json; None is the default
-    # (a dumped config leaves it out).
-    # LightningCLI adds `_class_path` and `_instantiator` to a model's hyperparameters: not part of it.
-    # A value left at its default may be missing from an older or terser config: fill the defaults in.
-    init_args = {**(defaults or {}), **init_args}
-    kept = {k: v for k, v in init_args.items() if k not in _NOT_SHAPE and v is not None and not k.startswith("_")}
-    if "activation" in kept:  # Autoencoder: unset code/decoder activations follow `activation`
-        kept.setdefault("code_activation", kept["activation"])
-        kept.setdefault("decoder_activation", kept["activation"])
-    return json.loads(json.dumps(kept, default=str))
-
-
 def _defaults(model_class: type) -> dict[str, Any]:
     parameters = inspect.signature(model_class.__init__).parameters.values()
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def _same_model(config: dict[str, Any], model_class: type, init_args: dict[str, Any]) -> bool:
-    model = config.get("model") or {}
-    same_class = model.get("class_path", "").rsplit(".", 1)[-1] == model_class.__name__
-    defaults = _defaults(model_class)
-    return same_class and _shape_args(model.get("init_args") or {}, defaults) == _shape_args(init_args, defaults)
-
-
-def same_network(config: dict[str, Any], other: dict[str, Any]) -> bool:
-    """Whether two run configs train the same network (model class and shape; not the optimizer or the data)."""
-    import importlib
-
-    model = other.get("model") or {}
-    module, _, name = str(model.get("class_path", "")).rpartition(".")
-    try:
-        model_class = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return False
-    return _same_model(config, model_class, model.get("init_args") or {})
+    # The class's defaults fill what a terser config left out (a run of `make train` against a study's run).
+    ours = {"model": {"class_path": model_class.__name__, "init_args": init_args}}
+    return same_network(config, ours, defaults=_defaults(model_class))
 
 
 def find_plain_checkpoint(log_root: Path, model_class: type, init_args: dict[str, Any], dataset: str) -> Path | None:

@@ -2,13 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import pytorch_lightning as pl
+from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy
 from typing_extensions import override
 
-from lightning_ae.callbacks.base import EvaluationCallback, timed
+from lightning_ae.callbacks.base import EvaluationCallback, EvaluationData, timed
 from lightning_ae.checks import check_positive_int
 from lightning_ae.evaluation.knn import DEFAULT_MEMORY_BYTES, check_knn_args, choose_backend, knn_predict
+
+
+class Encoded(NamedTuple):
+    codes: Tensor
+    encode_seconds: float
+    predict_seconds: float
+
+
+def knn_metrics(
+    encode: Callable[[Tensor], tuple[Tensor, float]],
+    data: EvaluationData,
+    stages: tuple[str, ...],
+    k: int,
+    backend: str,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    prefix: str = "",
+) -> tuple[dict[str, float], dict[str, Encoded]]:
+    """The kNN loop of every code the evaluation measures (the model's, PCA's): the training split encoded as the
+    voters, then each split of `stages` encoded and classified. Returns `<stage>/<prefix>knn_acc` and `_error`, at
+    test the microseconds per image of encoding and of predicting; and each stage's codes with those seconds (PCA
+    reconstructs from the codes). `encode(images)` gives codes and the seconds it took."""
+    train = data.split("train")
+    train_codes, _ = encode(train.images)
+    backend = choose_backend(train_codes.shape[1], train_codes.device, backend)
+    num_classes = len(data.class_names)
+    metrics: dict[str, float] = {}
+    encoded: dict[str, Encoded] = {}
+    for stage in stages:
+        split = data.split(stage)
+        codes, encode_seconds = encode(split.images)
+        predicted, predict_seconds = timed(
+            lambda codes=codes: knn_predict(train_codes, train.labels, codes, k, num_classes, backend, memory_bytes),
+            codes.device,
+        )
+        accuracy = multiclass_accuracy(predicted, split.labels.to(codes.device), num_classes, average="micro").item()
+        metrics[f"{stage}/{prefix}knn_acc"] = accuracy
+        metrics[f"{stage}/{prefix}knn_error"] = 1.0 - accuracy
+        if stage == "test":
+            metrics[f"test/{prefix}encode_us_per_image"] = 1e6 * encode_seconds / len(split)
+            metrics[f"test/{prefix}knn_predict_us_per_image"] = 1e6 * predict_seconds / len(split)
+        encoded[stage] = Encoded(codes, encode_seconds, predict_seconds)
+    return metrics, encoded
 
 
 class KNNEvaluator(EvaluationCallback):
@@ -48,28 +94,17 @@ class KNNEvaluator(EvaluationCallback):
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stages: tuple[str, ...]) -> dict:
         data = self.data(trainer)
-        batch = data.eval_batch_size
-        train = data.split("train")
-        train_codes, _ = self.encode(pl_module, train.images, batch)
-        backend = choose_backend(train_codes.shape[1], train_codes.device, self.backend)
-        metrics: dict[str, float] = {}
-        for stage in stages:
-            split = data.split(stage)
-            codes, encode_seconds = self.encode(pl_module, split.images, batch)
-            labels = split.labels.to(codes.device)
-            predicted, predict_seconds = timed(
-                lambda codes=codes: knn_predict(
-                    train_codes, train.labels, codes, self.k, len(data.class_names), backend, self.memory_bytes
-                ),
-                codes.device,
-            )
-            accuracy = multiclass_accuracy(predicted, labels, len(data.class_names), average="micro").item()
-            metrics[f"{stage}/knn_acc"] = accuracy
-            metrics[f"{stage}/knn_error"] = 1.0 - accuracy
-            if stage == "test":
-                metrics["test/encode_us_per_image"] = 1e6 * encode_seconds / len(split)
-                metrics["test/knn_predict_us_per_image"] = 1e6 * predict_seconds / len(split)
-                self.timings.update(knn_encode_seconds=encode_seconds, knn_predict_seconds=predict_seconds)
+        metrics, encoded = knn_metrics(
+            lambda images: self.encode(pl_module, images, data.eval_batch_size),
+            data,
+            stages,
+            self.k,
+            self.backend,
+            self.memory_bytes,
+        )
+        if "test" in encoded:
+            test = encoded["test"]
+            self.timings.update(knn_encode_seconds=test.encode_seconds, knn_predict_seconds=test.predict_seconds)
         return metrics
 
     @override

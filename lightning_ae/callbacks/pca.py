@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy
 from typing_extensions import override
 
 from lightning_ae.callbacks.base import EvaluationCallback, timed
+from lightning_ae.callbacks.knn import knn_metrics
 from lightning_ae.checks import check_positive_int
 from lightning_ae.data.idx import default_cache_dir
-from lightning_ae.evaluation.knn import check_knn_args, choose_backend, knn_predict
+from lightning_ae.evaluation.knn import check_knn_args
 from lightning_ae.evaluation.pca import as_numpy, fit_pca, reconstruction_metrics
 
 
@@ -76,25 +76,16 @@ class PCABaseline(EvaluationCallback):
         cache_file = self._cache_file(train_flat, dim)
         (pca, self.from_cache), fit_seconds = timed(lambda: fit_pca(train_flat, dim, cache_file), torch.device("cpu"))
         self.timings["pca_fit_seconds"] = fit_seconds
-        train_codes = torch.from_numpy(pca.transform(train_flat))
-        backend = choose_backend(dim, torch.device("cpu"), self.knn_backend)
-        num_classes = len(data.class_names)
-        metrics: dict[str, float] = {"test/pca_explained_variance": float(pca.explained_variance_ratio_.sum())}
-        for stage in ("val", "test"):
-            split = data.split(stage)
-            flat = as_numpy(split.images)
-            codes, encode_seconds = timed(lambda flat=flat: torch.from_numpy(pca.transform(flat)), torch.device("cpu"))
-            predicted, predict_seconds = timed(
-                lambda codes=codes: knn_predict(train_codes, train.labels, codes, self.k, num_classes, backend),
-                torch.device("cpu"),
-            )
-            accuracy = multiclass_accuracy(predicted, split.labels.cpu(), num_classes, average="micro").item()
-            metrics[f"{stage}/pca_knn_acc"] = accuracy
-            metrics[f"{stage}/pca_knn_error"] = 1.0 - accuracy
-            if stage == "test":
-                reconstruction = torch.from_numpy(pca.inverse_transform(codes.numpy()))
-                errors = reconstruction_metrics(reconstruction, split.images.cpu())  # PCA runs on the CPU (cached fit)
-                metrics.update({f"test/pca_{name}": value for name, value in errors.items()})
-                metrics["test/pca_encode_us_per_image"] = 1e6 * encode_seconds / len(split)
-                metrics["test/pca_knn_predict_us_per_image"] = 1e6 * predict_seconds / len(split)
-        return metrics
+        cpu = torch.device("cpu")  # PCA runs on the CPU (a cached sklearn fit)
+        metrics, encoded = knn_metrics(
+            lambda images: timed(lambda: torch.from_numpy(pca.transform(as_numpy(images))), cpu),
+            data,
+            ("val", "test"),
+            self.k,
+            self.knn_backend,
+            prefix="pca_",
+        )
+        metrics["test/pca_explained_variance"] = float(pca.explained_variance_ratio_.sum())
+        reconstruction = torch.from_numpy(pca.inverse_transform(encoded["test"].codes.numpy()))
+        errors = reconstruction_metrics(reconstruction, data.split("test").images.cpu())
+        return metrics | {f"test/pca_{name}": value for name, value in errors.items()}

@@ -33,7 +33,7 @@ from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
 
-from lightning_ae.experiment import same_network
+from lightning_ae.checks import same_network
 from lightning_ae.files import read_results_file, write_json
 from lightning_ae.provenance import git_commit
 from lightning_ae.study.document import Document, Figure, Heading, Paragraph, Table

@@ -48,8 +48,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lightning_ae.checks import check_expansion, check_path_segment
-from lightning_ae.experiment import AUTO, same_network
+from lightning_ae.checks import check_expansion, check_path_segment, same_network
 
 KINDS = ("fit", "pretrain")
 MAX_SEEDS = 1000
@@ -271,7 +270,7 @@ def looks_for_its_plain_run(run: RunSpec) -> bool:
     return run.kind == "fit" and any(
         isinstance(c, dict)
         and str(c.get("class_path", "")).rsplit(".", 1)[-1] == "DenoisingReference"
-        and (c.get("init_args") or {}).get("plain_checkpoint", AUTO) == AUTO
+        and (c.get("init_args") or {}).get("plain_checkpoint", "auto") == "auto"
         for c in callbacks
     )
 
