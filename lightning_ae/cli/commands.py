@@ -137,24 +137,19 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _engine(args: argparse.Namespace, spec: Study, folder: Path) -> Engine:
+# Which of the engine options each engine takes (the others, given, are refused).
+SETTINGS_OF_ENGINE = {
+    "sequential": set(),
+    "ray": {"ray_address", "cpus_per_run", "gpus_per_run"},
+    "slurm": {"cpus_per_run", "gpus_per_run", "partition", "time_min", "max_parallel", "slurm_local"},
+}
+
+
+def _engine(args: argparse.Namespace, parser: argparse.ArgumentParser, folder: Path) -> Engine:
     """The engine the arguments ask for, its settings checked before anything starts."""
-    given = {
-        name: getattr(args, name)
-        for name, default in (
-            ("ray_address", None),
-            ("cpus_per_run", None),
-            ("gpus_per_run", 0.0),
-            ("partition", None),
-            ("time_min", 240),
-            ("max_parallel", None),
-            ("slurm_local", False),
-        )
-        if getattr(args, name) != default
-    }
-    own = {"sequential": set(), "ray": {"ray_address", "cpus_per_run", "gpus_per_run"}}
-    own["slurm"] = {"cpus_per_run", "gpus_per_run", "partition", "time_min", "max_parallel", "slurm_local"}
-    if stray := [name for name in given if name not in own[args.engine]]:
+    settings = sorted(set().union(*SETTINGS_OF_ENGINE.values()))
+    given = [name for name in settings if getattr(args, name) != parser.get_default(name)]
+    if stray := [name for name in given if name not in SETTINGS_OF_ENGINE[args.engine]]:
         options = ", ".join("--" + name.replace("_", "-") for name in stray)
         raise ValueError(f"{options}: not a setting of --engine {args.engine}; see `lightning-ae study --help`.")
     for name in ("cpus_per_run", "gpus_per_run", "time_min", "max_parallel"):
@@ -214,7 +209,7 @@ def study(argv: list[str]) -> int:
         if args.only or args.dry_run or args.engine != "sequential":
             raise ValueError("--run names one run: give it without --only, --dry-run or --engine.")
         return study_run(spec, folder, args.run)
-    engine = _engine(args, spec, folder)
+    engine = _engine(args, parser, folder)
     if args.only and not select(spec, args.only):
         experiments = ", ".join(dict.fromkeys(run.experiment for run in spec.runs))
         raise ValueError(

@@ -95,6 +95,10 @@ def run_child(command: list[str], log_file: Path, started: Callable[[subprocess.
     return child.returncode
 
 
+# What a child's exit status says of its run; 130/143: stopped from outside (not by the engine), resumable.
+OUTCOME_OF_EXIT = {0: "ran", 1: "failed", EXIT_BUSY: "busy"} | dict.fromkeys(EXIT_INTERRUPTED, "interrupted")
+
+
 def run_until_it_ends(command: list[str], log_file: Path, **kwargs) -> int:
     """One run's child, started again while another process holds its lock (exit 75) for up to BUSY_WAIT_SECONDS:
     a retried task can start while the child of the attempt before is still saving. Returns 0 (finished), 1
@@ -106,13 +110,10 @@ def run_until_it_ends(command: list[str], log_file: Path, **kwargs) -> int:
         if code == EXIT_BUSY and time.monotonic() < deadline:
             time.sleep(2.0)
             continue
-        if code in (0, 1, EXIT_BUSY, *EXIT_INTERRUPTED):
+        if code in OUTCOME_OF_EXIT:
             return code
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"ended with exit status {code}"
         raise ChildLost(f"the run's process was {how}; its output is in {log_file}")
-
-
-OUTCOME_OF_EXIT = {0: "ran", 1: "failed", EXIT_BUSY: "busy"}
 
 
 def references(runs: list[RunSpec]) -> dict[str, set[str]]:

@@ -134,8 +134,6 @@ class RayEngine:
                 {"error": f"lost {TASK_RETRIES + 1} times: {message}"},
             )
             return "failed"
-        if code in engines.EXIT_INTERRUPTED:  # stopped from outside (not by this engine): resumable, not done
-            return "interrupted"
         return engines.OUTCOME_OF_EXIT[code]
 
     @staticmethod

@@ -42,7 +42,7 @@ from lightning_ae.provenance import git_commit, machine
 from lightning_ae.study.engines import duration
 from lightning_ae.study.hparams import write_study_hparams
 from lightning_ae.study.records import damaged_results, read_results, read_sessions, run_seconds
-from lightning_ae.study.spec import RunSpec, Study, StudyError
+from lightning_ae.study.spec import RunSpec, Study, StudyError, plain_references
 
 __all__ = ["Engine", "read_results", "read_sessions", "run_lock", "run_seconds", "run_status", "run_study"]
 
@@ -130,9 +130,8 @@ def _with_reference(config: dict[str, Any], checkpoint: str | None) -> dict[str,
     """The config with its DenoisingReference given the plain autoencoder's checkpoint, instead of `auto` (which
     would take the newest finished run in the folder: another run each time, under an engine)."""
     config = copy.deepcopy(config)
-    for callback in config["trainer"]["callbacks"]:
-        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("DenoisingReference"):
-            callback["init_args"] = {**(callback.get("init_args") or {}), "plain_checkpoint": checkpoint}
+    for callback in plain_references(config):
+        callback["init_args"] = {**(callback.get("init_args") or {}), "plain_checkpoint": checkpoint}
     return config
 
 

@@ -159,8 +159,6 @@ class SlurmEngine:
             message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             write_json(folder / "runs" / run.run_id / "failed.json", {"error": f"job {job.job_id}: {message}"})
             return "failed"
-        if code in engines.EXIT_INTERRUPTED:
-            return "interrupted"
         return engines.OUTCOME_OF_EXIT[code]
 
     @staticmethod

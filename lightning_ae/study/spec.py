@@ -265,14 +265,17 @@ def load_study(path: str | Path, seeds: int | None = None) -> Study:
     return Study(name, raw.get("description", ""), runs, path, sorted(set(callbacks) - callback_names))
 
 
-def looks_for_its_plain_run(run: RunSpec) -> bool:
-    callbacks = (run.config.get("trainer") or {}).get("callbacks") or []
-    return run.kind == "fit" and any(
-        isinstance(c, dict)
+def plain_references(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config's `DenoisingReference` callbacks that look for their plain autoencoder (`plain_checkpoint: auto`):
+    in a study the runner names that run instead (`runner.execute`)."""
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    return [
+        c
+        for c in callbacks
+        if isinstance(c, dict)
         and str(c.get("class_path", "")).rsplit(".", 1)[-1] == "DenoisingReference"
         and (c.get("init_args") or {}).get("plain_checkpoint", "auto") == "auto"
-        for c in callbacks
-    )
+    ]
 
 
 def _clean_autoencoder(run: RunSpec) -> bool:
@@ -285,7 +288,7 @@ def _with_plain_runs(runs: list[RunSpec]) -> list[RunSpec]:
     clean = [run for run in runs if _clean_autoencoder(run)]
     found = []
     for run in runs:
-        if looks_for_its_plain_run(run):
+        if run.kind == "fit" and plain_references(run.config):
             twins = sorted(
                 (r for r in clean if same_network(r.config, run.config)), key=lambda r: (r.seed != run.seed, r.seed)
             )
